@@ -1,0 +1,257 @@
+//! Connection options -> a connected `async_nats::Client`.
+//!
+//! Secrets (passwords, tokens, seeds, creds) never appear in an error or a
+//! `Debug` print: errors name servers with their userinfo redacted and the
+//! option types hand-write `Debug`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::redact_url;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to authenticate. At most one scheme; user/password and token may also
+/// come embedded in the server URLs.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    /// An nkey seed (`SU...`), or a path to a file that holds one.
+    NkeySeed(String),
+    /// A `.creds` file (user JWT + seed).
+    CredsFile(PathBuf),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("Auth::None"),
+            Auth::UserPassword { user, .. } => write!(f, "Auth::UserPassword({user}, ***)"),
+            Auth::Token(_) => f.write_str("Auth::Token(***)"),
+            Auth::NkeySeed(_) => f.write_str("Auth::NkeySeed(***)"),
+            Auth::CredsFile(p) => write!(f, "Auth::CredsFile({})", p.display()),
+        }
+    }
+}
+
+/// TLS settings: a CA to trust, a client certificate for mutual TLS, and
+/// whether to start TLS before the server's INFO (`handshake_first`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub handshake_first: bool,
+}
+
+/// Everything `connect` needs.
+#[derive(Clone, Debug)]
+pub struct ConnectConfig {
+    pub servers: Vec<String>,
+    pub auth: Auth,
+    pub tls: Option<TlsConfig>,
+    pub name: Option<String>,
+    pub connect_timeout: Duration,
+    /// `None`: reconnect forever (the default for long-running agents).
+    pub max_reconnects: Option<usize>,
+    /// Capacity of each subscription's channel inside async-nats.
+    pub subscription_capacity: usize,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            servers: vec!["nats://127.0.0.1:4222".to_string()],
+            auth: Auth::None,
+            tls: None,
+            name: None,
+            connect_timeout: Duration::from_secs(5),
+            max_reconnects: None,
+            subscription_capacity: 65_536,
+        }
+    }
+}
+
+impl ConnectConfig {
+    /// The server list as it may be shown to people.
+    pub fn display_servers(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| redact_url(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Split `"nats://a:4222, nats://b:4222"` into its servers.
+pub fn split_servers(spec: &str) -> Vec<String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Read an nkey seed given either inline or as a file path.
+fn load_seed(seed_or_path: &str) -> Result<String> {
+    let trimmed = seed_or_path.trim();
+    if trimmed.starts_with('S') && !trimmed.contains(['/', '\\', '.']) {
+        return Ok(trimmed.to_string());
+    }
+    let text = std::fs::read_to_string(trimmed).map_err(|e| {
+        Error::invalid(format!(
+            "nkey_seed is neither a seed (S...) nor a readable file ({trimmed}): {e}"
+        ))
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU") || l.starts_with("SA") || l.starts_with('S'))
+        .map(str::to_string)
+        .ok_or_else(|| Error::invalid(format!("no nkey seed (a line starting with S) in {trimmed}")))
+}
+
+fn check_file(what: &str, path: &std::path::Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} file {} does not exist or is not a file",
+            path.display()
+        )))
+    }
+}
+
+/// Connect, authenticate, and return the client. Fails with `Auth` when the
+/// server rejects the credentials and with `Connect` when no server answers,
+/// in either case within `connect_timeout`.
+pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client> {
+    if config.servers.is_empty() {
+        return Err(Error::invalid("no server given: pass a URL or set $NATS_URL"));
+    }
+    let mut opts = async_nats::ConnectOptions::new()
+        .connection_timeout(config.connect_timeout)
+        .max_reconnects(config.max_reconnects)
+        .subscription_capacity(config.subscription_capacity)
+        // Our own request timeouts are explicit per call.
+        .request_timeout(Some(Duration::from_secs(5)));
+    if let Some(name) = &config.name {
+        opts = opts.name(name);
+    }
+    opts = match &config.auth {
+        Auth::None => opts,
+        Auth::UserPassword { user, password } => {
+            opts.user_and_password(user.clone(), password.clone())
+        }
+        Auth::Token(token) => opts.token(token.clone()),
+        Auth::NkeySeed(seed) => opts.nkey(load_seed(seed)?),
+        Auth::CredsFile(path) => {
+            check_file("creds", path)?;
+            opts.credentials_file(path).await.map_err(|e| {
+                Error::invalid(format!("could not read creds file {}: {e}", path.display()))
+            })?
+        }
+    };
+    if let Some(tls) = &config.tls {
+        opts = opts.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            check_file("TLS CA", ca)?;
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                check_file("TLS certificate", cert)?;
+                check_file("TLS key", key)?;
+                opts = opts.add_client_certificate(cert.clone(), key.clone());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "TLS client authentication needs both cert and key",
+                ))
+            }
+        }
+        if tls.handshake_first {
+            opts = opts.tls_first();
+        }
+    }
+    let servers: Vec<async_nats::ServerAddr> = config
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>().map_err(|e| {
+                Error::invalid(format!("invalid server address {}: {e}", redact_url(s)))
+            })
+        })
+        .collect::<Result<_>>()?;
+
+    let shown = config.display_servers();
+    let timeout = config.connect_timeout;
+    match tokio::time::timeout(timeout, opts.connect(servers)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(connect_error(&shown, e)),
+        Err(_) => Err(Error::new(
+            ErrorKind::Connect,
+            format!(
+                "could not connect to {shown} within {:.1}s (connect_timeout)",
+                timeout.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+fn connect_error(shown: &str, e: async_nats::ConnectError) -> Error {
+    use async_nats::ConnectErrorKind as K;
+    let kind = match e.kind() {
+        K::AuthorizationViolation | K::Authentication => ErrorKind::Auth,
+        K::TimedOut => ErrorKind::Connect,
+        _ => ErrorKind::Connect,
+    };
+    let detail = match e.kind() {
+        K::AuthorizationViolation => {
+            "authorization violation: the server rejected the credentials".to_string()
+        }
+        // async-nats' text for the other kinds names no secret; keep it, it
+        // carries the cause (refused, TLS error...).
+        _ => redact_url(&e.to_string()),
+    };
+    Error::new(kind, format!("could not connect to {shown}: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_server_lists() {
+        assert_eq!(
+            split_servers("nats://a:1, nats://b:2,,"),
+            vec!["nats://a:1".to_string(), "nats://b:2".to_string()]
+        );
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let a = Auth::UserPassword {
+            user: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{a:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Auth::Token("tok123".into())).contains("tok123"));
+    }
+
+    #[test]
+    fn seed_inline_or_file() {
+        assert_eq!(load_seed(" SUABC ").unwrap(), "SUABC");
+        let dir = std::env::temp_dir().join(format!("natsbus-seed-{}", std::process::id()));
+        std::fs::write(&dir, "# comment\nSUXYZ\n").unwrap();
+        assert_eq!(load_seed(dir.to_str().unwrap()).unwrap(), "SUXYZ");
+        std::fs::remove_file(&dir).ok();
+        assert!(load_seed("/nonexistent/seed").is_err());
+    }
+}

@@ -1,0 +1,80 @@
+"""natsbus: NATS JetStream for Python services, with a Rust core.
+
+Declarative streams, typed publish and durable consumers::
+
+    import natsbus
+
+    async with natsbus.connect("nats://127.0.0.1:4222") as bus:
+        ack = await bus.publish("orders.created", {"id": 1})
+        async with bus.consume("ORDERS", "worker") as orders:
+            async for msg in orders:
+                print(msg.data)
+                await msg.ack()
+
+See the README for the topology file, the CLI and the full API.
+"""
+
+from __future__ import annotations
+
+from ._connect import TLS, Connecting, connect
+from ._consumer import Consumer, Service
+from ._natsbus import (
+    ApplyError,
+    AuthError,
+    BatchPublishError,
+    Bus,
+    ClosedError,
+    ConnectError,
+    ConsumerNotFoundError,
+    DecodeError,
+    DriftError,
+    EncodeError,
+    ExpectationError,
+    Health,
+    InvalidArgumentError,
+    JetStreamError,
+    Message,
+    NatsbusError,
+    NoRespondersError,
+    NoStreamError,
+    PubAck,
+    StreamNotFoundError,
+    TimeoutError,
+    TopologyError,
+    __version__,
+)
+from ._types import Change, Plan, Problem
+
+__all__ = [
+    "TLS",
+    "ApplyError",
+    "AuthError",
+    "BatchPublishError",
+    "Bus",
+    "Change",
+    "ClosedError",
+    "ConnectError",
+    "Connecting",
+    "Consumer",
+    "ConsumerNotFoundError",
+    "DecodeError",
+    "DriftError",
+    "EncodeError",
+    "ExpectationError",
+    "Health",
+    "InvalidArgumentError",
+    "JetStreamError",
+    "Message",
+    "NatsbusError",
+    "NoRespondersError",
+    "NoStreamError",
+    "Plan",
+    "Problem",
+    "PubAck",
+    "Service",
+    "StreamNotFoundError",
+    "TimeoutError",
+    "TopologyError",
+    "__version__",
+    "connect",
+]

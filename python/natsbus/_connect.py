@@ -1,0 +1,152 @@
+"""``natsbus.connect``: options from arguments and the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from . import _natsbus
+
+if TYPE_CHECKING:
+    from ._natsbus import Bus
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings for ``connect``.
+
+    ``ca``: CA bundle to trust (PEM). ``cert``/``key``: client certificate and
+    key for mutual TLS. ``handshake_first``: start TLS before the server's
+    INFO (servers configured with ``handshake_first: true``).
+    """
+
+    ca: Optional[PathLike] = None
+    cert: Optional[PathLike] = None
+    key: Optional[PathLike] = None
+    handshake_first: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise _natsbus.InvalidArgumentError("TLS client authentication needs both cert and key")
+
+
+def _servers(servers: Union[str, Sequence[str], None]) -> list[str]:
+    if servers is None:
+        servers = os.environ.get("NATS_URL") or DEFAULT_URL
+    if isinstance(servers, str):
+        out = [s.strip() for s in servers.split(",") if s.strip()]
+    else:
+        out = [str(s).strip() for s in servers if str(s).strip()]
+    if not out:
+        raise _natsbus.InvalidArgumentError("no server given: pass a URL or set $NATS_URL")
+    return out
+
+
+def _path(p: Optional[PathLike]) -> Optional[str]:
+    return None if p is None else os.fspath(p)
+
+
+class Connecting:
+    """What ``natsbus.connect(...)`` returns: await it for a ``Bus``, or use it
+    as ``async with natsbus.connect(...) as bus:`` to close the bus on exit."""
+
+    __slots__ = ("_bus", "_kwargs", "_servers", "_topology")
+
+    def __init__(self, servers: list[str], topology: Any, kwargs: dict[str, Any]) -> None:
+        self._servers = servers
+        self._topology = topology
+        self._kwargs = kwargs
+        self._bus: Optional[Bus] = None
+
+    async def _connect(self) -> Bus:
+        topology = None
+        if self._topology is not None:
+            from ._topology import as_topology
+
+            # Validate before connecting: a bad file fails fast and offline.
+            topology = as_topology(self._topology)
+        bus: Bus = await _natsbus.connect(self._servers, **self._kwargs)
+        if topology is not None:
+            bus._set_topology(topology)
+        return bus
+
+    def __await__(self) -> Generator[Any, None, Bus]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> Bus:
+        self._bus = await self._connect()
+        return self._bus
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._bus is not None:
+            await self._bus.close()
+            self._bus = None
+
+
+def connect(
+    servers: Union[str, Sequence[str], None] = None,
+    *,
+    user: Optional[str] = None,
+    password: Optional[str] = None,
+    token: Optional[str] = None,
+    nkey_seed: Optional[str] = None,
+    creds: Optional[PathLike] = None,
+    tls: Optional[TLS] = None,
+    name: Optional[str] = None,
+    topology: Any = None,
+    connect_timeout: float = 5.0,
+    max_reconnects: Optional[int] = None,
+) -> Connecting:
+    """Connect to NATS.
+
+    ``servers`` is a URL, a comma-separated list or a list of URLs; by default
+    ``$NATS_URL``, else ``nats://127.0.0.1:4222``. Credentials default to
+    ``$NATS_USER``/``$NATS_PASSWORD``, ``$NATS_TOKEN``, ``$NATS_NKEY_SEED`` and
+    ``$NATS_CREDS`` when none is passed. The client reconnects forever unless
+    ``max_reconnects`` is set. ``topology`` (path, dict or ``Topology``) is
+    validated now and used by ``bus.ensure_streams()``.
+
+    A rejected credential raises ``AuthError`` and an unreachable server
+    ``ConnectError``, each within ``connect_timeout`` seconds.
+
+    Use ``bus = await natsbus.connect(...)`` or ``async with natsbus.connect(...) as bus:``.
+    """
+    explicit = any(x is not None for x in (user, password, token, nkey_seed, creds))
+    if not explicit:
+        env = os.environ
+        if env.get("NATS_USER") or env.get("NATS_PASSWORD"):
+            user, password = env.get("NATS_USER"), env.get("NATS_PASSWORD")
+        elif env.get("NATS_TOKEN"):
+            token = env["NATS_TOKEN"]
+        elif env.get("NATS_NKEY_SEED"):
+            nkey_seed = env["NATS_NKEY_SEED"]
+        elif env.get("NATS_CREDS"):
+            creds = env["NATS_CREDS"]
+    server_list = _servers(servers)
+    kwargs: dict[str, Any] = {
+        "user": user,
+        "password": password,
+        "token": token,
+        "nkey_seed": nkey_seed,
+        "creds": _path(creds),
+        "name": name,
+        "connect_timeout": connect_timeout,
+        "max_reconnects": max_reconnects,
+    }
+    if tls is not None:
+        kwargs.update(
+            tls=True,
+            tls_ca=_path(tls.ca),
+            tls_cert=_path(tls.cert),
+            tls_key=_path(tls.key),
+            tls_handshake_first=tls.handshake_first,
+        )
+    elif any(s.startswith("tls://") for s in server_list):
+        kwargs["tls"] = True
+    return Connecting(server_list, topology, kwargs)

@@ -1,0 +1,350 @@
+"""Durable consumption and serving, on top of the Rust message sources.
+
+The per-message path stays in Python only for what must be Python: handing
+out a message that Rust already buffered and converted. ``__anext__`` pops
+from a local deque; it asks Rust for a new batch only when the deque is
+empty, and awaits the runtime only when Rust has nothing buffered either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from ._natsbus import ClosedError, InvalidArgumentError, Message
+
+if TYPE_CHECKING:
+    from ._natsbus import Bus, MessageSource
+
+log = logging.getLogger("natsbus")
+
+Handler = Callable[[Message], Union[Any, Awaitable[Any]]]
+
+
+class Consumer:
+    """Iterate a durable pull consumer: ``async for msg in bus.consume(stream, durable)``.
+
+    Use it as an async context manager so it is closed (buffered, unhanded
+    messages released; queued acks flushed) when you are done::
+
+        async with bus.consume("ORDERS", "worker") as orders:
+            async for msg in orders:
+                handle(msg.data)
+                await msg.ack()
+
+    Messages are prefetched in batches of ``batch`` (also the bound on what
+    is buffered, so memory stays flat). ``model`` decodes ``msg.data`` into a
+    pydantic model, dataclass or any callable taking the decoded JSON.
+    """
+
+    __slots__ = ("_batch", "_buf", "_bus", "_closed", "_durable", "_model", "_source", "_stream")
+
+    def __init__(
+        self,
+        bus: Bus,
+        stream: str,
+        durable: str,
+        model: Any = None,
+        batch: int = 500,
+    ) -> None:
+        if batch < 1:
+            raise InvalidArgumentError("batch must be at least 1")
+        self._bus = bus
+        self._stream = stream
+        self._durable = durable
+        self._model = model
+        self._batch = batch
+        self._source: Optional[MessageSource] = None
+        self._buf: deque[Message] = deque()
+        self._closed = False
+
+    @property
+    def stream(self) -> str:
+        return self._stream
+
+    @property
+    def durable(self) -> str:
+        return self._durable
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def start(self) -> Consumer:
+        """Check the stream and consumer exist and start prefetching.
+
+        Raises ``StreamNotFoundError`` / ``ConsumerNotFoundError`` naming what
+        is missing. Called for you by ``async with`` and on first iteration.
+        """
+        if self._closed:
+            raise ClosedError(f"consumer {self._stream}/{self._durable} is closed")
+        if self._source is None:
+            self._source = await self._bus._consume(
+                self._stream, self._durable, model=self._model, batch=self._batch
+            )
+        return self
+
+    async def close(self) -> None:
+        """Stop prefetching, release unhanded messages, flush queued acks."""
+        if self._closed:
+            return
+        self._closed = True
+        source, self._source = self._source, None
+        released = list(self._buf)
+        self._buf.clear()
+        for msg in released:
+            try:
+                await msg.nak()
+            except Exception:  # already settled or bus closed: the server redelivers
+                pass
+        if source is not None:
+            await source.close()
+
+    async def __aenter__(self) -> Consumer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Message:
+        buf = self._buf
+        if buf:
+            return buf.popleft()
+        source = self._source
+        if source is None:
+            if self._closed:
+                raise StopAsyncIteration
+            await self.start()
+            source = self._source
+            assert source is not None
+        try:
+            msgs = source.take(self._batch)
+            if not msgs:
+                msgs = await source.wait(self._batch)
+        except ClosedError:
+            raise StopAsyncIteration from None
+        buf.extend(msgs)
+        return buf.popleft()
+
+    async def next(self, timeout: Optional[float] = None) -> Optional[Message]:
+        """The next message, or None if none arrives within ``timeout`` seconds."""
+        if self._buf:
+            return self._buf.popleft()
+        source = self._source
+        if source is None:
+            await self.start()
+            source = self._source
+            assert source is not None
+        msgs = source.take(self._batch)
+        if not msgs:
+            msgs = await source.wait(self._batch, timeout)
+        if not msgs:
+            return None
+        self._buf.extend(msgs)
+        return self._buf.popleft()
+
+    async def fetch(self, max_messages: int = 100, timeout: float = 1.0) -> list[Message]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds
+        in all. May return fewer, or an empty list when nothing arrives."""
+        if max_messages < 1:
+            raise InvalidArgumentError("max_messages must be at least 1")
+        if timeout < 0:
+            raise InvalidArgumentError("timeout must not be negative")
+        source = self._source
+        if source is None:
+            await self.start()
+            source = self._source
+            assert source is not None
+        out: list[Message] = []
+        buf = self._buf
+        while buf and len(out) < max_messages:
+            out.append(buf.popleft())
+        if len(out) < max_messages:
+            out.extend(source.take(max_messages - len(out)))
+        if out:
+            return out
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(out) < max_messages:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            got = await source.wait(max_messages - len(out), remaining)
+            if not got:
+                break
+            out.extend(got)
+            if out:
+                # Take what else is already here, then hand the batch over.
+                out.extend(source.take(max_messages - len(out)))
+                break
+        return out
+
+    async def batches(
+        self, max_messages: int = 100, timeout: float = 1.0
+    ) -> AsyncIterator[list[Message]]:
+        """Yield lists of messages, each at most ``max_messages`` long.
+
+        A batch is handed over as soon as ``max_messages`` are buffered, or
+        ``timeout`` seconds after its first message arrived. Batches are never
+        empty: when the stream is idle this waits. Closes the consumer when
+        the iteration ends if it was not started by ``async with``.
+        """
+        if max_messages < 1:
+            raise InvalidArgumentError("max_messages must be at least 1")
+        owned = self._source is None
+        await self.start()
+        source = self._source
+        assert source is not None
+        loop = asyncio.get_running_loop()
+        buf = self._buf
+        try:
+            while not self._closed:
+                out: list[Message] = []
+                while buf and len(out) < max_messages:
+                    out.append(buf.popleft())
+                try:
+                    if len(out) < max_messages:
+                        out.extend(source.take(max_messages - len(out)))
+                    if not out:
+                        out.extend(await source.wait(max_messages))
+                    if len(out) < max_messages:
+                        deadline = loop.time() + timeout
+                        while len(out) < max_messages:
+                            remaining = deadline - loop.time()
+                            if remaining <= 0:
+                                break
+                            got = await source.wait(max_messages - len(out), remaining)
+                            if not got:
+                                break
+                            out.extend(got)
+                except ClosedError:
+                    if out:
+                        yield out
+                    return
+                yield out
+        finally:
+            if owned:
+                await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("started" if self._source else "new")
+        return f"<natsbus.Consumer {self._stream}/{self._durable} {state}>"
+
+
+class Service:
+    """Answers requests on a subject with a handler (see ``Bus.serve``).
+
+    Each request runs ``handler(msg)`` (sync or async); its return value is
+    the reply, encoded like ``publish`` (``None`` replies with an empty
+    payload). An exception replies with headers ``Nats-Service-Error`` and
+    ``Nats-Service-Error-Code: 500`` and is logged to the ``natsbus`` logger.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        source: MessageSource,
+        subject: str,
+        handler: Handler,
+        queue: Optional[str],
+        max_concurrency: int,
+    ) -> None:
+        self._bus = bus
+        self._source = source
+        self.subject = subject
+        self.queue = queue
+        self._handler = handler
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.handled = 0
+        self.failed = 0
+        self._runner: Optional[asyncio.Task[None]] = None
+
+    def _start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        source = self._source
+        while True:
+            try:
+                msgs = source.take(256)
+                if not msgs:
+                    msgs = await source.wait(256)
+            except ClosedError:
+                return
+            for msg in msgs:
+                await self._sem.acquire()
+                task = asyncio.get_running_loop().create_task(self._handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Message) -> None:
+        try:
+            result = self._handler(msg)
+            if inspect.isawaitable(result):
+                result = await result
+            if msg.reply:
+                self._bus._respond(msg.reply, b"" if result is None else result)
+            self.handled += 1
+        except Exception as exc:
+            self.failed += 1
+            log.exception("handler for %r failed", self.subject)
+            if msg.reply:
+                text = f"{type(exc).__name__}: {exc}".replace("\r", " ").replace("\n", " ")
+                try:
+                    self._bus._respond(
+                        msg.reply,
+                        b"",
+                        headers={"Nats-Service-Error": text[:512], "Nats-Service-Error-Code": "500"},
+                    )
+                except Exception:
+                    log.exception("could not send the error reply for %r", self.subject)
+        finally:
+            self._sem.release()
+
+    async def stop(self) -> None:
+        """Stop receiving and wait for requests in progress to finish."""
+        await self._source.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+            self._runner = None
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def __aenter__(self) -> Service:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        q = f" queue={self.queue!r}" if self.queue else ""
+        return f"<natsbus.Service {self.subject!r}{q} handled={self.handled} failed={self.failed}>"
+
+
+async def start_service(
+    bus: Bus,
+    subject: str,
+    handler: Handler,
+    queue: Optional[str] = None,
+    max_concurrency: int = 100,
+) -> Service:
+    if not callable(handler):
+        raise InvalidArgumentError("handler must be callable: handler(msg) -> reply data")
+    if max_concurrency < 1:
+        raise InvalidArgumentError("max_concurrency must be at least 1")
+    source = await bus._subscribe(subject, queue)
+    service = Service(bus, source, subject, handler, queue, max_concurrency)
+    service._start()
+    return service

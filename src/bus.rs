@@ -1,0 +1,749 @@
+//! `Bus`: one connection, and everything users do with it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use natsbus_core::client::consume::{Acker, Inbox, InboundMessage, PullConsumer, PullOptions, SubscriptionPump};
+use natsbus_core::client::health::Health as CoreHealth;
+use natsbus_core::client::{self, Auth, ConnectConfig, OutboundMessage, PubAck as CorePubAck, PublishOptions, Publisher, TlsConfig};
+use natsbus_core::{Error, ErrorKind};
+
+use crate::codec::{encode, json_to_py};
+use crate::errors::{to_pyerr, IntoPyResult};
+use crate::message::{seconds, to_py_list, AckCtx, Message};
+use crate::runtime::{Completer, Deliver, WithPy};
+
+/// The server's acknowledgement of a stored message.
+#[pyclass(frozen, eq, skip_from_py_object, module = "natsbus")]
+#[derive(PartialEq, Clone)]
+pub struct PubAck {
+    /// The stream that stored the message.
+    #[pyo3(get)]
+    stream: String,
+    /// Its sequence number in that stream.
+    #[pyo3(get)]
+    seq: u64,
+    /// True when the server had already stored a message with this msg_id.
+    #[pyo3(get)]
+    duplicate: bool,
+    /// The JetStream domain, if any.
+    #[pyo3(get)]
+    domain: Option<String>,
+}
+
+#[pymethods]
+impl PubAck {
+    #[new]
+    #[pyo3(signature = (stream, seq, duplicate=false, domain=None))]
+    fn py_new(stream: String, seq: u64, duplicate: bool, domain: Option<String>) -> Self {
+        PubAck { stream, seq, duplicate, domain }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PubAck(stream={:?}, seq={}, duplicate={})",
+            self.stream,
+            self.seq,
+            if self.duplicate { "True" } else { "False" }
+        )
+    }
+}
+
+impl From<CorePubAck> for PubAck {
+    fn from(a: CorePubAck) -> Self {
+        PubAck { stream: a.stream, seq: a.seq, duplicate: a.duplicate, domain: a.domain }
+    }
+}
+
+impl Deliver for CorePubAck {
+    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, PubAck::from(*self))?.into_any())
+    }
+}
+
+/// A snapshot of the connection's health.
+#[pyclass(frozen, module = "natsbus")]
+pub struct Health {
+    inner: CoreHealth,
+}
+
+#[pymethods]
+impl Health {
+    /// Whether the client is connected right now.
+    #[getter]
+    fn connected(&self) -> bool {
+        self.inner.connected
+    }
+    /// The server's version, e.g. "2.15.1".
+    #[getter]
+    fn server_version(&self) -> &str {
+        &self.inner.server_version
+    }
+    /// The server's name.
+    #[getter]
+    fn server_name(&self) -> &str {
+        &self.inner.server_name
+    }
+    /// Round-trip time to the server in seconds (None if it could not be measured).
+    #[getter]
+    fn rtt(&self) -> Option<f64> {
+        self.inner.rtt
+    }
+    /// Whether JetStream answers for this account.
+    #[getter]
+    fn jetstream(&self) -> bool {
+        self.inner.jetstream
+    }
+    /// Number of streams in the account.
+    #[getter]
+    fn streams(&self) -> Option<u64> {
+        self.inner.streams
+    }
+    /// Number of consumers in the account.
+    #[getter]
+    fn consumers(&self) -> Option<u64> {
+        self.inner.consumers
+    }
+    /// Bytes of memory storage used by the account.
+    #[getter]
+    fn memory(&self) -> Option<u64> {
+        self.inner.memory
+    }
+    /// Bytes of file storage used by the account.
+    #[getter]
+    fn storage(&self) -> Option<u64> {
+        self.inner.storage
+    }
+    /// Why a part could not be read, if anything failed.
+    #[getter]
+    fn error(&self) -> Option<&str> {
+        self.inner.error.as_deref()
+    }
+    /// True when connected and JetStream answers: ready to work.
+    #[getter]
+    fn ok(&self) -> bool {
+        self.inner.connected && self.inner.jetstream
+    }
+    /// Everything as a dict (for JSON health endpoints).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = serde_json::to_value(&self.inner).unwrap_or_default();
+        json_to_py(py, &v)
+    }
+    fn __repr__(&self) -> String {
+        let h = &self.inner;
+        format!(
+            "Health(connected={}, server_version={:?}, rtt={}, jetstream={}, streams={}, consumers={})",
+            py_bool(h.connected),
+            h.server_version,
+            h.rtt.map(|r| format!("{r:.6}")).unwrap_or_else(|| "None".into()),
+            py_bool(h.jetstream),
+            h.streams.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
+            h.consumers.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
+        )
+    }
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+/// Convert `{"k": "v", "k2": ["a", "b"]}` into NATS headers.
+pub fn headers_from_py(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<HeaderMap>, Error> {
+    let Some(obj) = obj else { return Ok(None) };
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let dict = obj
+        .cast::<PyDict>()
+        .map_err(|_| Error::invalid("headers must be a dict of str to str (or list of str)"))?;
+    let mut map = HeaderMap::new();
+    for (k, v) in dict.iter() {
+        let name: String = k
+            .extract()
+            .map_err(|_| Error::invalid("header names must be str"))?;
+        let hname: HeaderName = name
+            .parse()
+            .map_err(|_| Error::invalid(format!("invalid header name {name:?}")))?;
+        let values: Vec<String> = if let Ok(s) = v.cast::<PyString>() {
+            vec![s.to_string()]
+        } else if let Ok(l) = v.extract::<Vec<String>>() {
+            l
+        } else {
+            return Err(Error::invalid(format!("header {name:?}: value must be str or a list of str")));
+        };
+        for value in values {
+            let hv: HeaderValue = value
+                .parse()
+                .map_err(|_| Error::invalid(format!("header {name:?}: invalid value {value:?} (no newlines)")))?;
+            map.append(hname.clone(), hv);
+        }
+    }
+    Ok(Some(map))
+}
+
+/// Encode data + headers into a message for `subject`.
+fn outbound(
+    subject: &str,
+    data: &Bound<'_, PyAny>,
+    headers: Option<&Bound<'_, PyAny>>,
+    opts: Option<&PublishOptions>,
+) -> Result<OutboundMessage, Error> {
+    client::publish::check_publish_subject(subject)?;
+    let enc = encode(data)?;
+    let mut h = headers_from_py(headers)?;
+    if enc.is_json {
+        let map = h.get_or_insert_with(HeaderMap::new);
+        if map.get("Content-Type").is_none() {
+            map.insert("Content-Type", "application/json");
+        }
+    }
+    if let Some(o) = opts.filter(|o| !o.is_empty()) {
+        o.apply(h.get_or_insert_with(HeaderMap::new))?;
+    }
+    Ok(OutboundMessage { subject: subject.to_string(), payload: enc.payload, headers: h })
+}
+
+/// One connection to NATS. Create it with `natsbus.connect()`.
+#[pyclass(frozen, module = "natsbus")]
+pub struct Bus {
+    client: async_nats::Client,
+    publisher: Publisher,
+    ack: Arc<AckCtx>,
+    completer: Arc<Completer>,
+    closed: AtomicBool,
+    servers: String,
+    name: Option<String>,
+}
+
+impl Bus {
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(to_pyerr(py, &Error::closed()))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn completer(&self) -> &Arc<Completer> {
+        &self.completer
+    }
+}
+
+#[pymethods]
+impl Bus {
+    /// Publish `data` to a JetStream subject and wait for the PubAck.
+    #[pyo3(signature = (subject, data, *, headers=None, msg_id=None, expected_stream=None,
+        expected_last_seq=None, expected_last_subject_seq=None, expected_last_msg_id=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        py: Python<'_>,
+        subject: &str,
+        data: &Bound<'_, PyAny>,
+        headers: Option<&Bound<'_, PyAny>>,
+        msg_id: Option<String>,
+        expected_stream: Option<String>,
+        expected_last_seq: Option<u64>,
+        expected_last_subject_seq: Option<u64>,
+        expected_last_msg_id: Option<String>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let timeout = seconds("timeout", timeout)?;
+        let opts = PublishOptions {
+            msg_id,
+            expected_stream,
+            expected_last_seq,
+            expected_last_subject_seq,
+            expected_last_msg_id,
+        };
+        let msg = outbound(subject, data, headers, Some(&opts)).py_err(py)?;
+        let publisher = self.publisher.clone();
+        self.completer
+            .spawn(py, async move { publisher.publish(msg, timeout).await })
+    }
+
+    /// Publish many messages pipelined; acks come back in input order.
+    /// Items are `(subject, data)` or `(subject, data, headers)`.
+    #[pyo3(signature = (items, *, window=1024, timeout=None))]
+    fn publish_many(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        window: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let timeout = seconds("timeout", timeout)?;
+        if window == 0 {
+            return Err(to_pyerr(py, &Error::invalid("window must be at least 1")));
+        }
+        let mut msgs = Vec::new();
+        if let Ok(list) = items.cast::<PyList>() {
+            msgs.reserve(list.len());
+        }
+        for (i, item) in items.try_iter()?.enumerate() {
+            let item = item?;
+            let tuple = item.cast::<PyTuple>().map_err(|_| {
+                to_pyerr(py, &Error::invalid(format!("publish_many item {i}: expected (subject, data) or (subject, data, headers)")))
+            })?;
+            let n = tuple.len();
+            if !(2..=3).contains(&n) {
+                return Err(to_pyerr(py, &Error::invalid(format!("publish_many item {i}: expected 2 or 3 elements, got {n}"))));
+            }
+            let subject_obj = tuple.get_item(0)?;
+            let subject = subject_obj.cast::<PyString>().map_err(|_| {
+                to_pyerr(py, &Error::invalid(format!("publish_many item {i}: subject must be str")))
+            })?.to_cow()?;
+            let data = tuple.get_item(1)?;
+            let headers = if n == 3 { Some(tuple.get_item(2)?) } else { None };
+            let msg = outbound(&subject, &data, headers.as_ref(), None).map_err(|mut e| {
+                e.message = format!("publish_many item {i}: {}", e.message);
+                to_pyerr(py, &e)
+            })?;
+            msgs.push(msg);
+        }
+        let publisher = self.publisher.clone();
+        self.completer.spawn(py, async move {
+            let results = publisher.publish_many(msgs, window, timeout).await;
+            Ok(ManyAcks(results))
+        })
+    }
+
+    /// Send a request and wait for the reply message.
+    #[pyo3(signature = (subject, data=None, *, headers=None, timeout=5.0))]
+    fn request(
+        &self,
+        py: Python<'_>,
+        subject: &str,
+        data: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        timeout: f64,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let timeout = seconds("timeout", Some(timeout))?;
+        let empty = pyo3::types::PyBytes::new(py, b"").into_any();
+        let msg = outbound(subject, data.unwrap_or(&empty), headers, None).py_err(py)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let reply = client::request::request(&client, msg, timeout).await?;
+            Ok(WithPy(move |py: Python<'_>| Ok(Py::new(py, Message::new(reply, None, None))?.into_any())))
+        })
+    }
+
+    /// Reply to a request's reply subject (queued, not awaited).
+    #[pyo3(signature = (reply, data, *, headers=None))]
+    fn _respond(&self, py: Python<'_>, reply: &str, data: &Bound<'_, PyAny>, headers: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.check_open(py)?;
+        let msg = outbound(reply, data, headers, None).py_err(py)?;
+        match msg.headers {
+            None => self.ack.acker.send_raw(msg.subject.into(), msg.payload).py_err(py),
+            Some(h) => {
+                let client = self.client.clone();
+                crate::runtime::runtime().spawn(async move {
+                    let _ = client.publish_with_headers(msg.subject, h, msg.payload).await;
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Start a durable pull consumption (used by `natsbus.Consumer`).
+    #[pyo3(signature = (stream, durable, *, model=None, batch=500, heartbeat=5.0, expires=30.0))]
+    fn _consume(
+        &self,
+        py: Python<'_>,
+        stream: String,
+        durable: String,
+        model: Option<Py<PyAny>>,
+        batch: usize,
+        heartbeat: f64,
+        expires: f64,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        if batch == 0 {
+            return Err(to_pyerr(py, &Error::invalid("batch must be at least 1")));
+        }
+        let opts = PullOptions {
+            batch,
+            heartbeat: seconds("heartbeat", Some(heartbeat))?.unwrap_or_default(),
+            expires: seconds("expires", Some(expires))?.unwrap_or_default(),
+        };
+        let client = self.client.clone();
+        let ack = self.ack.clone();
+        self.completer.spawn(py, async move {
+            let pull = PullConsumer::start(client, &stream, &durable, opts).await?;
+            Ok(WithPy(move |py: Python<'_>| {
+                let src = MessageSource {
+                    inbox: pull.inbox.clone(),
+                    kind: SourceKind::Pull(pull),
+                    model,
+                    ack: Some(ack),
+                };
+                Ok(Py::new(py, src)?.into_any())
+            }))
+        })
+    }
+
+    /// Subscribe for `serve` (used by `natsbus.Service`).
+    #[pyo3(signature = (subject, queue=None, capacity=1024))]
+    fn _subscribe(&self, py: Python<'_>, subject: String, queue: Option<String>, capacity: usize) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let client = self.client.clone();
+        let ack = self.ack.clone();
+        self.completer.spawn(py, async move {
+            let pump = SubscriptionPump::start(&client, &subject, queue.as_deref(), capacity.max(1)).await?;
+            // Make sure the server has the subscription before we return.
+            let _ = client.flush().await;
+            Ok(WithPy(move |py: Python<'_>| {
+                let src = MessageSource {
+                    inbox: pump.inbox.clone(),
+                    kind: SourceKind::Sub(pump),
+                    model: None,
+                    ack: Some(ack),
+                };
+                Ok(Py::new(py, src)?.into_any())
+            }))
+        })
+    }
+
+    /// Iterate a durable pull consumer: `async with bus.consume(stream, durable) as msgs`.
+    /// `model` decodes `msg.data` (pydantic model, dataclass or callable).
+    #[pyo3(signature = (stream, durable, *, model=None, batch=500))]
+    fn consume<'py>(
+        slf: &Bound<'py, Self>,
+        stream: String,
+        durable: String,
+        model: Option<Py<PyAny>>,
+        batch: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        slf.get().check_open(py)?;
+        py.import("natsbus._consumer")?
+            .getattr("Consumer")?
+            .call1((slf, stream, durable, model, batch))
+    }
+
+    /// Answer requests on `subject` with `handler(msg)`; returns a running
+    /// `Service` (await it). With `queue`, instances share the requests.
+    #[pyo3(signature = (subject, handler, *, queue=None, max_concurrency=100))]
+    fn serve<'py>(
+        slf: &Bound<'py, Self>,
+        subject: String,
+        handler: Py<PyAny>,
+        queue: Option<String>,
+        max_concurrency: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        slf.get().check_open(py)?;
+        py.import("natsbus._consumer")?
+            .getattr("start_service")?
+            .call1((slf, subject, handler, queue, max_concurrency))
+    }
+
+    /// A health snapshot: connection, server version, rtt, JetStream and counts.
+    #[pyo3(signature = (timeout=2.0))]
+    fn health(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
+        let timeout = seconds("timeout", Some(timeout))?.unwrap_or_default();
+        let client = self.client.clone();
+        let closed = self.closed.load(Ordering::Acquire);
+        self.completer.spawn(py, async move {
+            let mut h = client::health::health(&client, timeout).await?;
+            if closed {
+                h.connected = false;
+                h.jetstream = false;
+                h.error = Some("the bus is closed".into());
+            }
+            Ok(WithPy(move |py: Python<'_>| Ok(Py::new(py, Health { inner: h })?.into_any())))
+        })
+    }
+
+    /// Wait until everything queued (publishes, acks) reached the server socket.
+    fn flush(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let client = self.client.clone();
+        let acker = self.ack.acker.clone();
+        self.completer.spawn(py, async move {
+            acker.flush().await;
+            client
+                .flush()
+                .await
+                .map_err(|e| Error::new(ErrorKind::Connect, format!("flush failed: {e}")))
+        })
+    }
+
+    /// Flush queued acks and publishes, then close the connection.
+    fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let already = self.closed.swap(true, Ordering::AcqRel);
+        let client = self.client.clone();
+        let acker = self.ack.acker.clone();
+        let completer = self.completer.clone();
+        let fut = self.completer.spawn(py, async move {
+            if !already {
+                acker.flush().await;
+                let _ = client.flush().await;
+                let _ = client.drain().await;
+            }
+            Ok(WithPy(move |py: Python<'_>| {
+                completer.detach(py);
+                Ok(py.None())
+            }))
+        })?;
+        Ok(fut)
+    }
+
+    /// True once `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// True while the connection is up.
+    #[getter]
+    fn connected(&self) -> bool {
+        !self.closed() && matches!(self.client.connection_state(), async_nats::connection::State::Connected)
+    }
+
+    /// The configured servers (passwords redacted).
+    #[getter]
+    fn servers(&self) -> &str {
+        &self.servers
+    }
+
+    /// The connection name.
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The version of the server we are connected to.
+    #[getter]
+    fn server_version(&self) -> String {
+        self.client.server_info().version
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() {
+            "closed"
+        } else if self.connected() {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        match &self.name {
+            Some(n) => format!("<natsbus.Bus name={n:?} servers={:?} {state}>", self.servers),
+            None => format!("<natsbus.Bus servers={:?} {state}>", self.servers),
+        }
+    }
+}
+
+struct ManyAcks(Vec<Result<CorePubAck, Error>>);
+
+impl Deliver for ManyAcks {
+    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let results = self.0;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let acks = PyList::empty(py);
+        let errors = PyDict::new(py);
+        let mut summary = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(a) => acks.append(Py::new(py, PubAck::from(a))?)?,
+                Err(e) => {
+                    acks.append(py.None())?;
+                    if summary.len() < 5 {
+                        summary.push(format!("[{i}] {}", e.message));
+                    }
+                    errors.set_item(i, crate::errors::to_pyobj(py, &e)?)?;
+                }
+            }
+        }
+        if failed == 0 {
+            return Ok(acks.into_any().unbind());
+        }
+        let total = acks.len();
+        let more = if failed > summary.len() { format!("; and {} more", failed - summary.len()) } else { String::new() };
+        let msg = format!("{failed} of {total} publishes failed: {}{more}", summary.join("; "));
+        let exc = crate::errors::class(py, "BatchPublishError").call1((msg,))?;
+        exc.setattr("acks", acks)?;
+        exc.setattr("errors", errors)?;
+        Err(PyErr::from_value(exc))
+    }
+}
+
+enum SourceKind {
+    Pull(PullConsumer),
+    Sub(SubscriptionPump),
+}
+
+/// A buffered source of messages (a durable pull consumer or a core
+/// subscription). `take` hands out what is buffered without touching the
+/// runtime; `wait` is the slow path when the buffer is empty.
+#[pyclass(frozen, module = "natsbus._natsbus")]
+pub struct MessageSource {
+    inbox: Arc<Inbox>,
+    kind: SourceKind,
+    model: Option<Py<PyAny>>,
+    ack: Option<Arc<AckCtx>>,
+}
+
+struct Batch {
+    msgs: Vec<InboundMessage>,
+    inbox: Arc<Inbox>,
+    model: Option<Py<PyAny>>,
+    ack: Option<Arc<AckCtx>>,
+}
+
+impl Deliver for Batch {
+    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(to_py_list(py, self.msgs, self.model.as_ref(), self.ack.as_ref())?.into_any().unbind())
+    }
+    fn cancelled(self: Box<Self>) {
+        // The awaiting task was cancelled: nothing was handed out, keep order.
+        self.inbox.put_back(self.msgs);
+    }
+}
+
+#[pymethods]
+impl MessageSource {
+    /// Up to `max` buffered messages, at once (possibly none).
+    fn take<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let msgs = self.inbox.try_take(max).py_err(py)?;
+        to_py_list(py, msgs, self.model.as_ref(), self.ack.as_ref())
+    }
+
+    /// Wait for at least one message (or `timeout` seconds: then an empty list).
+    #[pyo3(signature = (max, timeout=None))]
+    fn wait(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let timeout = seconds("timeout", timeout)?;
+        let inbox = self.inbox.clone();
+        let model = self.model.as_ref().map(|m| m.clone_ref(py));
+        let ack = self.ack.clone();
+        let completer = self.ack.as_ref().map(|a| a.completer.clone()).ok_or_else(|| to_pyerr(py, &Error::closed()))?;
+        completer.spawn(py, async move {
+            let msgs = inbox.take(max, timeout).await?;
+            Ok(Batch { msgs, inbox, model, ack })
+        })
+    }
+
+    /// Number of messages buffered right now.
+    #[getter]
+    fn buffered(&self) -> usize {
+        self.inbox.len()
+    }
+
+    /// Stop receiving. Buffered messages that were never handed out are
+    /// released (nak) so the server redelivers them promptly; queued acks
+    /// are flushed before the returned future resolves.
+    fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let leftovers = match &self.kind {
+            SourceKind::Pull(p) => p.stop(),
+            SourceKind::Sub(s) => {
+                s.stop();
+                Vec::new()
+            }
+        };
+        let Some(ack) = self.ack.clone() else { return Ok(py.None()) };
+        for m in &leftovers {
+            Message::release(&ack.acker, m);
+        }
+        let acker: Acker = ack.acker.clone();
+        ack.completer.spawn(py, async move {
+            acker.flush().await;
+            Ok(())
+        })
+    }
+}
+
+/// `_natsbus.connect(...)`: the Python wrapper fills defaults from the
+/// environment and calls this with explicit values.
+#[pyfunction]
+#[pyo3(signature = (servers, *, user=None, password=None, token=None, nkey_seed=None, creds=None,
+    tls_ca=None, tls_cert=None, tls_key=None, tls_handshake_first=false, tls=false,
+    name=None, connect_timeout=5.0, max_reconnects=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn connect(
+    py: Python<'_>,
+    servers: Vec<String>,
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    nkey_seed: Option<String>,
+    creds: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_handshake_first: bool,
+    tls: bool,
+    name: Option<String>,
+    connect_timeout: f64,
+    max_reconnects: Option<usize>,
+) -> PyResult<Py<PyAny>> {
+    let schemes = [user.is_some() || password.is_some(), token.is_some(), nkey_seed.is_some(), creds.is_some()];
+    if schemes.iter().filter(|b| **b).count() > 1 {
+        return Err(to_pyerr(py, &Error::invalid("give only one of user/password, token, nkey_seed, creds")));
+    }
+    let auth = match (user, password, token, nkey_seed, creds) {
+        (Some(user), Some(password), ..) => Auth::UserPassword { user, password },
+        (Some(_), None, ..) | (None, Some(_), ..) => {
+            return Err(to_pyerr(py, &Error::invalid("user and password go together: give both")))
+        }
+        (_, _, Some(t), ..) => Auth::Token(t),
+        (_, _, _, Some(seed), _) => Auth::NkeySeed(seed),
+        (_, _, _, _, Some(path)) => Auth::CredsFile(path),
+        _ => Auth::None,
+    };
+    let tls_cfg = if tls || tls_ca.is_some() || tls_cert.is_some() || tls_key.is_some() || tls_handshake_first {
+        Some(TlsConfig { ca: tls_ca, cert: tls_cert, key: tls_key, handshake_first: tls_handshake_first })
+    } else {
+        None
+    };
+    let connect_timeout = seconds("connect_timeout", Some(connect_timeout))?.unwrap_or(Duration::from_secs(5));
+    if connect_timeout.is_zero() {
+        return Err(to_pyerr(py, &Error::invalid("connect_timeout must be greater than 0")));
+    }
+    let config = ConnectConfig {
+        servers,
+        auth,
+        tls: tls_cfg,
+        name: name.clone(),
+        connect_timeout,
+        max_reconnects,
+        ..ConnectConfig::default()
+    };
+    let completer = Completer::for_running_loop(py)?;
+    let completer_for_bus = completer.clone();
+    completer.spawn(py, async move {
+        let client = client::connect(&config).await?;
+        let acker = Acker::start(client.clone());
+        let publisher = Publisher::new(client.clone());
+        let servers = config.display_servers();
+        Ok(WithPy(move |py: Python<'_>| {
+            let ack = Arc::new(AckCtx { acker, client: client.clone(), completer: completer_for_bus.clone() });
+            let bus = Bus {
+                client,
+                publisher,
+                ack,
+                completer: completer_for_bus,
+                closed: AtomicBool::new(false),
+                servers,
+                name,
+            };
+            Ok(Py::new(py, bus)?.into_any())
+        }))
+    })
+}

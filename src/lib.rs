@@ -1,0 +1,25 @@
+//! The `natsbus._natsbus` extension module: registration only. The pieces
+//! live in their own modules; the pure-Rust core is the `natsbus-core` crate.
+
+use pyo3::prelude::*;
+
+mod bus;
+mod codec;
+mod errors;
+mod message;
+mod runtime;
+
+#[pymodule]
+fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    m.add_class::<bus::Bus>()?;
+    m.add_class::<bus::PubAck>()?;
+    m.add_class::<bus::Health>()?;
+    m.add_class::<bus::MessageSource>()?;
+    m.add_class::<message::Message>()?;
+    m.add_class::<runtime::Ready>()?;
+    m.add_class::<runtime::DrainCallback>()?;
+    m.add_function(wrap_pyfunction!(bus::connect, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

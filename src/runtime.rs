@@ -1,0 +1,267 @@
+//! The one tokio runtime, and how results get back to asyncio.
+//!
+//! A tokio task never takes the GIL to finish an awaitable. It pushes the
+//! finished asyncio future and a [`Deliver`] value onto its loop's
+//! [`Completer`] queue; when the queue goes from empty to non-empty it writes
+//! one byte to a socket the event loop watches (`loop.add_reader`). The loop
+//! thread then drains the whole queue in one callback, converting values to
+//! Python objects while it holds the GIL anyway. Under load many completions
+//! share one wakeup; tokio workers never contend for the GIL.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+use natsbus_core::Error;
+
+use crate::errors::to_pyerr;
+
+/// Start the shared runtime (idempotent) and return it.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// A value produced on the runtime, turned into Python on the loop thread.
+pub trait Deliver: Send + 'static {
+    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>>;
+    /// Called instead of `into_py` when the awaiting future was cancelled,
+    /// so values that must not be lost (messages) can be put back.
+    fn cancelled(self: Box<Self>) {}
+}
+
+impl Deliver for () {
+    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(py.None())
+    }
+}
+
+/// Wraps a closure as a [`Deliver`].
+pub struct WithPy<F>(pub F);
+
+impl<F> Deliver for WithPy<F>
+where
+    F: FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send + 'static,
+{
+    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        (self.0)(py)
+    }
+}
+
+type Completion = (Py<PyAny>, Result<Box<dyn Deliver>, Error>);
+
+/// Per event loop: the queue of finished futures and the wakeup channel.
+pub struct Completer {
+    queue: Mutex<Vec<Completion>>,
+    event_loop: Py<PyAny>,
+    #[cfg(unix)]
+    wake_tx: std::os::unix::net::UnixStream,
+    #[cfg(unix)]
+    wake_rx: std::os::unix::net::UnixStream,
+    drain_cb: PyOnceLock<Py<PyAny>>,
+}
+
+#[pyclass(frozen, module = "natsbus._natsbus")]
+pub struct DrainCallback {
+    completer: Arc<Completer>,
+}
+
+#[pymethods]
+impl DrainCallback {
+    fn __call__(&self, py: Python<'_>) {
+        self.completer.drain(py);
+    }
+}
+
+impl Completer {
+    /// Create a completer bound to the running event loop.
+    pub fn for_running_loop(py: Python<'_>) -> PyResult<Arc<Completer>> {
+        let asyncio = py.import("asyncio")?;
+        let event_loop = asyncio.call_method0("get_running_loop")?;
+        #[cfg(unix)]
+        {
+            let (wake_tx, wake_rx) = std::os::unix::net::UnixStream::pair()
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+            wake_tx
+                .set_nonblocking(true)
+                .and_then(|_| wake_rx.set_nonblocking(true))
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+            let completer = Arc::new(Completer {
+                queue: Mutex::new(Vec::new()),
+                event_loop: event_loop.clone().unbind(),
+                wake_tx,
+                wake_rx,
+                drain_cb: PyOnceLock::new(),
+            });
+            let cb = Py::new(py, DrainCallback { completer: completer.clone() })?;
+            use std::os::fd::AsRawFd;
+            event_loop.call_method1("add_reader", (completer.wake_rx.as_raw_fd(), cb.clone_ref(py)))?;
+            let _ = completer.drain_cb.set(py, cb.into_any());
+            Ok(completer)
+        }
+        #[cfg(not(unix))]
+        {
+            let completer = Arc::new(Completer {
+                queue: Mutex::new(Vec::new()),
+                event_loop: event_loop.clone().unbind(),
+                drain_cb: PyOnceLock::new(),
+            });
+            let cb = Py::new(py, DrainCallback { completer: completer.clone() })?;
+            let _ = completer.drain_cb.set(py, cb.into_any());
+            Ok(completer)
+        }
+    }
+
+    pub fn event_loop(&self) -> &Py<PyAny> {
+        &self.event_loop
+    }
+
+    /// Stop watching the wakeup socket (the bus is closed).
+    pub fn detach(&self, py: Python<'_>) {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            let _ = self
+                .event_loop
+                .bind(py)
+                .call_method1("remove_reader", (self.wake_rx.as_raw_fd(),));
+        }
+        // Finish whatever is still queued so no awaiting task hangs.
+        self.drain(py);
+    }
+
+    /// A new asyncio future on this loop.
+    pub fn new_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self
+            .event_loop
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "create_future"))?
+            .unbind())
+    }
+
+    /// Queue a completion; wake the loop if the queue was empty.
+    pub fn complete(&self, fut: Py<PyAny>, result: Result<Box<dyn Deliver>, Error>) {
+        let was_empty = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let was_empty = q.is_empty();
+            q.push((fut, result));
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    #[cfg(unix)]
+    fn wake(&self) {
+        use std::io::Write;
+        // A full socket buffer already means "wake up"; nothing to do then.
+        let _ = (&self.wake_tx).write(&[1u8]);
+    }
+
+    #[cfg(not(unix))]
+    fn wake(&self) {
+        Python::attach(|py| {
+            if let Some(cb) = self.drain_cb.get(py) {
+                let _ = self
+                    .event_loop
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", (cb.clone_ref(py),));
+            }
+        });
+    }
+
+    /// On the loop thread: resolve every queued future.
+    pub fn drain(&self, py: Python<'_>) {
+        #[cfg(unix)]
+        {
+            use std::io::Read;
+            // Read the wakeup bytes BEFORE taking the queue: a completion
+            // pushed after the take writes a new byte and gets its own drain.
+            let mut sink = [0u8; 256];
+            while let Ok(n) = (&self.wake_rx).read(&mut sink) {
+                if n < sink.len() {
+                    break;
+                }
+            }
+        }
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        for (fut, result) in batch {
+            resolve(py, fut.bind(py), result);
+        }
+    }
+
+    /// Run `work` on the runtime; the returned asyncio future resolves with
+    /// its value on this loop.
+    pub fn spawn<F, D>(self: &Arc<Self>, py: Python<'_>, work: F) -> PyResult<Py<PyAny>>
+    where
+        F: Future<Output = Result<D, Error>> + Send + 'static,
+        D: Deliver,
+    {
+        let fut = self.new_future(py)?;
+        let handle = fut.clone_ref(py);
+        let completer = self.clone();
+        runtime().spawn(async move {
+            let r = work.await.map(|d| Box::new(d) as Box<dyn Deliver>);
+            completer.complete(handle, r);
+        });
+        Ok(fut)
+    }
+}
+
+fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, result: Result<Box<dyn Deliver>, Error>) {
+    let done = fut
+        .call_method0(pyo3::intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true);
+    if done {
+        // Cancelled while we worked: give values back instead of dropping them.
+        if let Ok(d) = result {
+            d.cancelled();
+        }
+        return;
+    }
+    let outcome = match result {
+        Ok(d) => d.into_py(py),
+        Err(e) => Err(to_pyerr(py, &e)),
+    };
+    let set = match outcome {
+        Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,)),
+        Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),)),
+    };
+    if let Err(e) = set {
+        e.write_unraisable(py, Some(fut));
+    }
+}
+
+/// An awaitable that is already finished with `None`: what `await msg.ack()`
+/// returns, so queuing an ack costs no event-loop round trip.
+#[pyclass(frozen, module = "natsbus._natsbus")]
+pub struct Ready;
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+    fn __next__(&self) -> Option<Py<PyAny>> {
+        None
+    }
+    fn __repr__(&self) -> &'static str {
+        "<natsbus ready awaitable>"
+    }
+}
+
+static READY: PyOnceLock<Py<Ready>> = PyOnceLock::new();
+
+/// The shared finished awaitable.
+pub fn ready(py: Python<'_>) -> PyResult<Py<Ready>> {
+    READY
+        .get_or_try_init(py, || Py::new(py, Ready))
+        .map(|r| r.clone_ref(py))
+}
+
