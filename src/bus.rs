@@ -14,7 +14,7 @@ use natsbus_core::client::health::Health as CoreHealth;
 use natsbus_core::client::{self, Auth, ConnectConfig, OutboundMessage, PubAck as CorePubAck, PublishOptions, Publisher, TlsConfig};
 use natsbus_core::{Error, ErrorKind};
 
-use crate::codec::{encode, json_to_py};
+use crate::codec::{encode, json_to_py, py_to_json};
 use crate::errors::{to_pyerr, IntoPyResult};
 use crate::message::{seconds, to_py_list, AckCtx, Message};
 use crate::runtime::{Completer, Deliver, WithPy};
@@ -218,6 +218,7 @@ fn outbound(
 pub struct Bus {
     client: async_nats::Client,
     publisher: Publisher,
+    reconnects: client::Reconnects,
     ack: Arc<AckCtx>,
     completer: Arc<Completer>,
     closed: AtomicBool,
@@ -384,13 +385,14 @@ impl Bus {
             expires: seconds("expires", Some(expires))?.unwrap_or_default(),
         };
         let client = self.client.clone();
+        let reconnects = self.reconnects.clone();
         let ack = self.ack.clone();
         self.completer.spawn(py, async move {
-            let pull = PullConsumer::start(client, &stream, &durable, opts).await?;
+            let pull = PullConsumer::start(client, reconnects, &stream, &durable, opts).await?;
             Ok(WithPy(move |py: Python<'_>| {
                 let src = MessageSource {
                     inbox: pull.inbox.clone(),
-                    kind: SourceKind::Pull(pull),
+                    kind: SourceKind::Pull(Arc::new(pull)),
                     model,
                     ack: Some(ack),
                 };
@@ -453,6 +455,52 @@ impl Bus {
         py.import("natsbus._consumer")?
             .getattr("start_service")?
             .call1((slf, subject, handler, queue, max_concurrency))
+    }
+
+    /// Call the JetStream API directly: `api("STREAM.INFO.ORDERS")` sends to
+    /// `$JS.API.STREAM.INFO.ORDERS` and returns the answer as a dict. An
+    /// error answer raises the matching `JetStreamError`.
+    #[pyo3(signature = (subject, body=None, *, timeout=5.0))]
+    fn jetstream_api(
+        &self,
+        py: Python<'_>,
+        subject: String,
+        body: Option<&Bound<'_, PyAny>>,
+        timeout: f64,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let timeout = seconds("timeout", Some(timeout))?.unwrap_or_default();
+        let body = match body {
+            Some(b) if !b.is_none() => py_to_json(b).py_err(py)?,
+            _ => serde_json::Value::Null,
+        };
+        let subject = subject.strip_prefix("$JS.API.").map(str::to_string).unwrap_or(subject);
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let v: serde_json::Value = client::jsapi::request(&client, &subject, &body, timeout).await?;
+            Ok(JsonValue(v))
+        })
+    }
+
+    /// A stream's info (`config`, `state`...) as a dict; `StreamNotFoundError` if missing.
+    fn stream_info(&self, py: Python<'_>, stream: String) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        client::jsapi::check_name(&stream, "stream").py_err(py)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            Ok(JsonValue(client::jsapi::stream_info(&client, &stream).await?))
+        })
+    }
+
+    /// A consumer's info (`config`, `num_pending`, `num_ack_pending`...) as a dict.
+    fn consumer_info(&self, py: Python<'_>, stream: String, durable: String) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        client::jsapi::check_name(&stream, "stream").py_err(py)?;
+        client::jsapi::check_name(&durable, "consumer").py_err(py)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            Ok(JsonValue(client::jsapi::consumer_info(&client, &stream, &durable).await?))
+        })
     }
 
     /// A health snapshot: connection, server version, rtt, JetStream and counts.
@@ -551,6 +599,15 @@ impl Bus {
     }
 }
 
+/// A JSON answer delivered as Python objects.
+pub struct JsonValue(pub serde_json::Value);
+
+impl Deliver for JsonValue {
+    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(json_to_py(py, &self.0)?.unbind())
+    }
+}
+
 struct ManyAcks(Vec<Result<CorePubAck, Error>>);
 
 impl Deliver for ManyAcks {
@@ -586,7 +643,7 @@ impl Deliver for ManyAcks {
 }
 
 enum SourceKind {
-    Pull(PullConsumer),
+    Pull(Arc<PullConsumer>),
     Sub(SubscriptionPump),
 }
 
@@ -650,19 +707,21 @@ impl MessageSource {
     /// released (nak) so the server redelivers them promptly; queued acks
     /// are flushed before the returned future resolves.
     fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let leftovers = match &self.kind {
-            SourceKind::Pull(p) => p.stop(),
+        let Some(ack) = self.ack.clone() else { return Ok(py.None()) };
+        let pull = match &self.kind {
+            SourceKind::Pull(p) => Some(p.clone()),
             SourceKind::Sub(s) => {
                 s.stop();
-                Vec::new()
+                None
             }
         };
-        let Some(ack) = self.ack.clone() else { return Ok(py.None()) };
-        for m in &leftovers {
-            Message::release(&ack.acker, m);
-        }
         let acker: Acker = ack.acker.clone();
         ack.completer.spawn(py, async move {
+            if let Some(pull) = pull {
+                for m in pull.stop().await {
+                    Message::release(&acker, &m);
+                }
+            }
             acker.flush().await;
             Ok(())
         })
@@ -728,7 +787,7 @@ pub fn connect(
     let completer = Completer::for_running_loop(py)?;
     let completer_for_bus = completer.clone();
     completer.spawn(py, async move {
-        let client = client::connect(&config).await?;
+        let (client, reconnects) = client::connect(&config).await?;
         let acker = Acker::start(client.clone());
         let publisher = Publisher::new(client.clone());
         let servers = config.display_servers();
@@ -737,6 +796,7 @@ pub fn connect(
             let bus = Bus {
                 client,
                 publisher,
+                reconnects,
                 ack,
                 completer: completer_for_bus,
                 closed: AtomicBool::new(false),

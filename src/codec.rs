@@ -85,8 +85,8 @@ pub fn encode(obj: &Bound<'_, PyAny>) -> Result<Encoded, Error> {
         return Ok(Encoded { payload: Bytes::from(bytes), is_json: false });
     }
     // A pydantic model serialises itself, in Rust, faster than any walk.
-    if let Ok(dump) = obj.getattr(pyo3::intern!(obj.py(), "model_dump_json")) {
-        if obj.hasattr(pyo3::intern!(obj.py(), "model_fields")).unwrap_or(false) {
+    if is_pydantic_model(obj) {
+        if let Ok(dump) = obj.getattr(pyo3::intern!(obj.py(), "model_dump_json")) {
             let s = dump.call0().map_err(|e| encode_error("", e))?;
             let text: String = s.extract().map_err(|e| encode_error("", e))?;
             return Ok(Encoded { payload: Bytes::from(text), is_json: true });
@@ -96,6 +96,16 @@ pub fn encode(obj: &Bound<'_, PyAny>) -> Result<Encoded, Error> {
     let mut path = String::new();
     write_json(obj, &mut out, &mut path, 0)?;
     Ok(Encoded { payload: Bytes::from(out), is_json: true })
+}
+
+/// A pydantic v2 model instance (checked on the type: instance access to
+/// `model_fields` is deprecated in pydantic).
+fn is_pydantic_model(obj: &Bound<'_, PyAny>) -> bool {
+    let py = obj.py();
+    let ty = obj.get_type();
+    !obj.is_instance_of::<PyType>()
+        && ty.hasattr(pyo3::intern!(py, "model_fields")).unwrap_or(false)
+        && ty.hasattr(pyo3::intern!(py, "model_dump_json")).unwrap_or(false)
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -160,7 +170,7 @@ fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, path: &mut String, dept
             write_str(out, &key);
             out.push(b':');
             let len = path.len();
-            let _ = write!(path, "[{key:?}]");
+            let _ = write!(path, "['{}']", key.replace('\\', "\\\\").replace('\'', "\\'"));
             write_json(&v, out, path, depth + 1)?;
             path.truncate(len);
         }
@@ -200,7 +210,7 @@ fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, path: &mut String, dept
         return write_seq(items.into_iter(), out, path, depth);
     }
     // pydantic v2 model nested in a container: dump to plain JSON types.
-    if obj.hasattr(pyo3::intern!(py, "model_fields")).unwrap_or(false) {
+    if is_pydantic_model(obj) {
         if let Ok(dump) = obj.getattr(pyo3::intern!(py, "model_dump")) {
             let kwargs = PyDict::new(py);
             let _ = kwargs.set_item("mode", "json");

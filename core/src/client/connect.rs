@@ -127,10 +127,15 @@ fn check_file(what: &str, path: &std::path::Path) -> Result<()> {
     }
 }
 
+/// Connection events other parts listen to: the count of (re)connects, so a
+/// consumer can restart its pull at once after a reconnect instead of
+/// waiting for the old pull request to expire.
+pub type Reconnects = tokio::sync::watch::Receiver<u64>;
+
 /// Connect, authenticate, and return the client. Fails with `Auth` when the
 /// server rejects the credentials and with `Connect` when no server answers,
 /// in either case within `connect_timeout`.
-pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client> {
+pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reconnects)> {
     if config.servers.is_empty() {
         return Err(Error::invalid("no server given: pass a URL or set $NATS_URL"));
     }
@@ -140,6 +145,16 @@ pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client> {
         .subscription_capacity(config.subscription_capacity)
         // Our own request timeouts are explicit per call.
         .request_timeout(Some(Duration::from_secs(5)));
+    let (connects_tx, connects_rx) = tokio::sync::watch::channel(0u64);
+    let connects_tx = std::sync::Arc::new(connects_tx);
+    opts = opts.event_callback(move |event| {
+        let tx = connects_tx.clone();
+        async move {
+            if matches!(event, async_nats::Event::Connected) {
+                tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
     if let Some(name) = &config.name {
         opts = opts.name(name);
     }
@@ -193,7 +208,7 @@ pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client> {
     let shown = config.display_servers();
     let timeout = config.connect_timeout;
     match tokio::time::timeout(timeout, opts.connect(servers)).await {
-        Ok(Ok(client)) => Ok(client),
+        Ok(Ok(client)) => Ok((client, connects_rx)),
         Ok(Err(e)) => Err(connect_error(&shown, e)),
         Err(_) => Err(Error::new(
             ErrorKind::Connect,

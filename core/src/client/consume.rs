@@ -88,7 +88,8 @@ pub struct Inbox {
     state: Mutex<InboxState>,
     data: Notify,
     space: Notify,
-    capacity: usize,
+    /// Most messages held at once.
+    pub capacity: usize,
 }
 
 impl Inbox {
@@ -153,24 +154,22 @@ impl Inbox {
         }
     }
 
-    /// Add a message, waiting while the buffer is full. Returns false when
-    /// the inbox was closed (the message is dropped; it was never handed out).
-    pub async fn push(&self, msg: InboundMessage) -> bool {
-        let mut msg = Some(msg);
+    /// Add a message, waiting while the buffer is full. When the inbox is
+    /// closed the message comes back (it was never handed out) so the
+    /// caller can release it.
+    pub async fn push(&self, msg: InboundMessage) -> Result<(), InboundMessage> {
         loop {
             let space = self.space.notified();
             {
                 let mut st = self.lock();
                 if st.closed {
-                    return false;
+                    return Err(msg);
                 }
                 if st.buf.len() < self.capacity {
-                    if let Some(m) = msg.take() {
-                        st.buf.push_back(m);
-                    }
+                    st.buf.push_back(msg);
                     drop(st);
                     self.data.notify_one();
-                    return true;
+                    return Ok(());
                 }
             }
             space.await;
@@ -191,19 +190,15 @@ impl Inbox {
         self.data.notify_one();
     }
 
-    /// Finish the inbox. With an error, takers see it once the buffer is
-    /// empty. Returns the messages still buffered so the caller can release them.
+    /// Finish the inbox. With an error, takers see it. Returns the messages
+    /// still buffered so the caller can release them.
     pub fn close(&self, error: Option<Error>) -> Vec<InboundMessage> {
         let mut st = self.lock();
         st.closed = true;
         if st.error.is_none() {
             st.error = error;
         }
-        let rest = if st.error.is_none() {
-            st.buf.drain(..).collect()
-        } else {
-            Vec::new()
-        };
+        let rest = st.buf.drain(..).collect();
         drop(st);
         self.data.notify_waiters();
         self.data.notify_one();
@@ -354,7 +349,8 @@ pub struct PullConsumer {
     pub inbox: Arc<Inbox>,
     pub stream: String,
     pub durable: String,
-    task: JoinHandle<()>,
+    stop: Arc<Notify>,
+    task: Mutex<Option<JoinHandle<Vec<InboundMessage>>>>,
 }
 
 impl PullConsumer {
@@ -362,6 +358,7 @@ impl PullConsumer {
     /// start pulling.
     pub async fn start(
         client: async_nats::Client,
+        reconnects: crate::client::Reconnects,
         stream: &str,
         durable: &str,
         opts: PullOptions,
@@ -376,109 +373,184 @@ impl PullConsumer {
             )));
         }
         let inbox = Inbox::new(opts.batch.max(1));
+        let stop = Arc::new(Notify::new());
         let task = tokio::spawn(pump(
             client,
+            reconnects,
             stream.to_string(),
             durable.to_string(),
             opts,
             inbox.clone(),
+            stop.clone(),
         ));
         Ok(PullConsumer {
             inbox,
             stream: stream.to_string(),
             durable: durable.to_string(),
-            task,
+            stop,
+            task: Mutex::new(Some(task)),
         })
     }
 
-    /// Stop pulling. Returns the messages that were buffered but never handed
-    /// out, so the caller can release them (nak) for prompt redelivery.
-    pub fn stop(&self) -> Vec<InboundMessage> {
-        self.task.abort();
-        self.inbox.close(None)
+    /// Stop pulling and unsubscribe. Returns every message that was received
+    /// but never handed out (buffered, or still in the subscription), so the
+    /// caller can release them (nak) for prompt redelivery.
+    pub async fn stop(&self) -> Vec<InboundMessage> {
+        let mut rest = self.inbox.close(None);
+        self.stop.notify_one();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            if let Ok(more) = task.await {
+                rest.extend(more);
+            }
+        }
+        rest.extend(self.inbox.close(None));
+        rest
     }
 }
 
 impl Drop for PullConsumer {
     fn drop(&mut self) {
-        self.task.abort();
+        // Not stopped by `stop()`: end the task; the server redelivers what
+        // it held after ack_wait.
         self.inbox.close(None);
+        self.stop.notify_one();
     }
 }
 
-/// Keep the inbox full; survive reconnects and server restarts by starting a
-/// new pull stream; end with an error only when the consumer is really gone.
+/// Keep the inbox full, and survive reconnects and server restarts.
+///
+/// One inbox subscription lives as long as the consumption (async-nats
+/// re-subscribes it after a reconnect), so a delivery answering any pull
+/// request we ever sent still reaches us. Pull requests ask for no more than
+/// the free buffer space, so memory is bounded by the buffer. After a
+/// reconnect, or when heartbeats stop, the server may have forgotten our
+/// requests: we pull again at once instead of waiting for them to expire.
 async fn pump(
     client: async_nats::Client,
+    mut reconnects: crate::client::Reconnects,
     stream: String,
     durable: String,
     opts: PullOptions,
     inbox: Arc<Inbox>,
-) {
-    let js = async_nats::jetstream::new(client.clone());
+    stop: Arc<Notify>,
+) -> Vec<InboundMessage> {
+    let deliver_to = client.new_inbox();
+    let mut sub = match client.subscribe(deliver_to.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            inbox.fail(Error::new(ErrorKind::Connect, format!("cannot subscribe: {e}")));
+            return Vec::new();
+        }
+    };
+    let next_subject = format!("{}.CONSUMER.MSG.NEXT.{stream}.{durable}", jsapi::API_PREFIX);
+    let capacity = inbox.capacity;
+    let low_water = (opts.batch / 2).max(1);
+    // Messages asked for and not yet received or released by the server.
+    let mut pending: usize = 0;
+    let mut last_activity = tokio::time::Instant::now();
+    let stale_after = opts.heartbeat * 2 + Duration::from_millis(500);
     let mut backoff = Duration::from_millis(100);
-    loop {
+    let mut leftovers = Vec::new();
+    reconnects.borrow_and_update();
+    'pull: loop {
         if inbox.is_closed() {
-            return;
+            break 'pull;
         }
-        let consumer: Result<async_nats::jetstream::consumer::PullConsumer> = async {
-            // Our own info request first: it keeps the server's error code.
-            jsapi::consumer_info(&client, &stream, &durable).await?;
-            js.get_consumer_from_stream(&durable, &stream)
+        let room = capacity.saturating_sub(inbox.len() + pending);
+        if room >= low_water || (pending == 0 && room > 0) {
+            let request = serde_json::json!({
+                "batch": room,
+                "expires": u64::try_from(opts.expires.as_nanos()).unwrap_or(u64::MAX),
+                "idle_heartbeat": u64::try_from(opts.heartbeat.as_nanos()).unwrap_or(u64::MAX),
+            });
+            let body = Bytes::from(request.to_string());
+            if client
+                .publish_with_reply(next_subject.clone(), deliver_to.clone(), body)
                 .await
-                .map_err(|e| Error::new(ErrorKind::JetStream, e.to_string()))
-        }
-        .await;
-        let consumer = match consumer {
-            Ok(c) => c,
-            Err(e) if matches!(e.kind, ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound) => {
-                inbox.fail(e);
-                return;
-            }
-            Err(_) => {
-                // Not connected yet, JetStream still recovering: try again.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(opts.batch)
-            .heartbeat(opts.heartbeat)
-            .expires(opts.expires)
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        while let Some(item) = messages.next().await {
-            match item {
-                Ok(m) => {
-                    if !inbox.push(InboundMessage::from(m.message)).await {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
-                    match e.kind() {
-                        // The stream re-pulls by itself after these.
-                        K::MissingHeartbeat | K::Pull => continue,
-                        // Anything else ends this pull stream: start a new
-                        // one (which also tells a deleted consumer apart).
-                        _ => break,
-                    }
-                }
+                .is_ok()
+            {
+                pending += room;
+                last_activity = tokio::time::Instant::now();
             }
         }
-        tokio::time::sleep(backoff).await;
+        let heartbeat_deadline = last_activity + stale_after;
+        tokio::select! {
+            biased;
+            _ = stop.notified() => break 'pull,
+            msg = sub.next() => {
+                let Some(msg) = msg else {
+                    inbox.fail(Error::new(ErrorKind::Closed, "the connection is closed"));
+                    return leftovers;
+                };
+                last_activity = tokio::time::Instant::now();
+                match msg.status {
+                    None => {
+                        pending = pending.saturating_sub(1);
+                        backoff = Duration::from_millis(100);
+                        if let Err(m) = inbox.push(InboundMessage::from(msg)).await {
+                            leftovers.push(m);
+                            break 'pull;
+                        }
+                    }
+                    Some(status) => match status.as_u16() {
+                        // Idle heartbeat: the request is alive.
+                        100 => {}
+                        // A request ended (expired / no messages): what it
+                        // still owed will not come.
+                        404 | 408 => {
+                            let left = msg
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get("Nats-Pending-Messages"))
+                                .and_then(|v| v.as_str().parse::<usize>().ok());
+                            pending = match left {
+                                Some(n) => pending.saturating_sub(n),
+                                None => 0,
+                            };
+                        }
+                        // 409: consumer deleted, leadership change, limits...
+                        _ => {
+                            pending = 0;
+                            match jsapi::consumer_info(&client, &stream, &durable).await {
+                                Err(e) if matches!(e.kind, ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound) => {
+                                    inbox.fail(e);
+                                    break 'pull;
+                                }
+                                _ => {
+                                    tokio::time::sleep(backoff).await;
+                                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+            changed = reconnects.changed() => {
+                if changed.is_err() {
+                    break 'pull;
+                }
+                // The server may have forgotten our requests.
+                pending = 0;
+            }
+            _ = tokio::time::sleep_until(heartbeat_deadline), if pending > 0 => {
+                // No message and no heartbeat: our requests are gone.
+                pending = 0;
+            }
+            _ = inbox.space.notified(), if pending == 0 => {
+                // The buffer was full and the user took some: pull again.
+            }
+        }
     }
+    // Unsubscribing closes the channel; what it already holds still comes
+    // out, and the server stops delivering to requests nobody listens to.
+    let _ = sub.unsubscribe().await;
+    while let Some(m) = sub.next().await {
+        if m.status.is_none() {
+            leftovers.push(InboundMessage::from(m));
+        }
+    }
+    leftovers
 }
 
 /// A core subscription feeding an inbox (used by `serve`).
@@ -504,7 +576,7 @@ impl SubscriptionPump {
         let task = tokio::spawn(async move {
             let mut sub = sub;
             while let Some(m) = sub.next().await {
-                if !target.push(InboundMessage::from(m)).await {
+                if target.push(InboundMessage::from(m)).await.is_err() {
                     break;
                 }
             }
@@ -544,7 +616,7 @@ mod tests {
         let inbox = Inbox::new(4);
         assert!(inbox.try_take(10).unwrap().is_empty());
         for i in 0..3 {
-            assert!(inbox.push(msg(i)).await);
+            assert!(inbox.push(msg(i)).await.is_ok());
         }
         let got = inbox.try_take(2).unwrap();
         assert_eq!(got.len(), 2);
@@ -552,11 +624,12 @@ mod tests {
         let all = inbox.take(10, None).await.unwrap();
         assert_eq!(all.iter().map(|m| m.payload[0]).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert!(inbox.take(1, Some(Duration::from_millis(20))).await.unwrap().is_empty());
-        inbox.push(msg(9)).await;
+        inbox.push(msg(9)).await.unwrap();
         let rest = inbox.close(None);
         assert_eq!(rest.len(), 1);
         assert_eq!(inbox.try_take(1).unwrap_err().kind, ErrorKind::Closed);
-        assert!(!inbox.push(msg(1)).await);
+        let back = inbox.push(msg(1)).await.unwrap_err();
+        assert_eq!(back.payload[0], 1);
     }
 
     #[tokio::test]
@@ -566,7 +639,7 @@ mod tests {
             let inbox = inbox.clone();
             tokio::spawn(async move {
                 for i in 0..10 {
-                    assert!(inbox.push(msg(i)).await);
+                    assert!(inbox.push(msg(i)).await.is_ok());
                 }
             })
         };
@@ -584,7 +657,7 @@ mod tests {
     #[tokio::test]
     async fn failure_is_seen_after_the_buffer_drains() {
         let inbox = Inbox::new(4);
-        inbox.push(msg(1)).await;
+        inbox.push(msg(1)).await.unwrap();
         inbox.fail(Error::new(ErrorKind::ConsumerNotFound, "gone"));
         assert_eq!(inbox.try_take(5).unwrap().len(), 1);
         assert_eq!(inbox.try_take(5).unwrap_err().kind, ErrorKind::ConsumerNotFound);

@@ -10,7 +10,7 @@ pub mod jsapi;
 pub mod publish;
 pub mod request;
 
-pub use connect::{connect, Auth, ConnectConfig, TlsConfig};
+pub use connect::{connect, Auth, ConnectConfig, Reconnects, TlsConfig};
 pub use consume::{AckKind, Acker, Inbox, InboundMessage};
 pub use publish::{OutboundMessage, PubAck, PublishOptions, Publisher};
 
