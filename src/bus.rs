@@ -9,9 +9,14 @@ use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use natsbus_core::client::consume::{Acker, Inbox, InboundMessage, PullConsumer, PullOptions, SubscriptionPump};
+use natsbus_core::client::consume::{
+    Acker, InboundMessage, Inbox, PullConsumer, PullOptions, SubscriptionPump,
+};
 use natsbus_core::client::health::Health as CoreHealth;
-use natsbus_core::client::{self, Auth, ConnectConfig, OutboundMessage, PubAck as CorePubAck, PublishOptions, Publisher, TlsConfig};
+use natsbus_core::client::{
+    self, Auth, ConnectConfig, OutboundMessage, PubAck as CorePubAck, PublishOptions, Publisher,
+    TlsConfig,
+};
 use natsbus_core::{Error, ErrorKind};
 
 use crate::codec::{encode, json_to_py, py_to_json};
@@ -42,7 +47,12 @@ impl PubAck {
     #[new]
     #[pyo3(signature = (stream, seq, duplicate=false, domain=None))]
     fn py_new(stream: String, seq: u64, duplicate: bool, domain: Option<String>) -> Self {
-        PubAck { stream, seq, duplicate, domain }
+        PubAck {
+            stream,
+            seq,
+            duplicate,
+            domain,
+        }
     }
 
     fn __repr__(&self) -> String {
@@ -57,7 +67,12 @@ impl PubAck {
 
 impl From<CorePubAck> for PubAck {
     fn from(a: CorePubAck) -> Self {
-        PubAck { stream: a.stream, seq: a.seq, duplicate: a.duplicate, domain: a.domain }
+        PubAck {
+            stream: a.stream,
+            seq: a.seq,
+            duplicate: a.duplicate,
+            domain: a.domain,
+        }
     }
 }
 
@@ -179,12 +194,16 @@ pub fn headers_from_py(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<HeaderMa
         } else if let Ok(l) = v.extract::<Vec<String>>() {
             l
         } else {
-            return Err(Error::invalid(format!("header {name:?}: value must be str or a list of str")));
+            return Err(Error::invalid(format!(
+                "header {name:?}: value must be str or a list of str"
+            )));
         };
         for value in values {
-            let hv: HeaderValue = value
-                .parse()
-                .map_err(|_| Error::invalid(format!("header {name:?}: invalid value {value:?} (no newlines)")))?;
+            let hv: HeaderValue = value.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "header {name:?}: invalid value {value:?} (no newlines)"
+                ))
+            })?;
             map.append(hname.clone(), hv);
         }
     }
@@ -210,7 +229,11 @@ fn outbound(
     if let Some(o) = opts.filter(|o| !o.is_empty()) {
         o.apply(h.get_or_insert_with(HeaderMap::new))?;
     }
-    Ok(OutboundMessage { subject: subject.to_string(), payload: enc.payload, headers: h })
+    Ok(OutboundMessage {
+        subject: subject.to_string(),
+        payload: enc.payload,
+        headers: h,
+    })
 }
 
 /// One connection to NATS. Create it with `natsbus.connect()`.
@@ -304,14 +327,29 @@ impl Bus {
             })?;
             let n = tuple.len();
             if !(2..=3).contains(&n) {
-                return Err(to_pyerr(py, &Error::invalid(format!("publish_many item {i}: expected 2 or 3 elements, got {n}"))));
+                return Err(to_pyerr(
+                    py,
+                    &Error::invalid(format!(
+                        "publish_many item {i}: expected 2 or 3 elements, got {n}"
+                    )),
+                ));
             }
             let subject_obj = tuple.get_item(0)?;
-            let subject = subject_obj.cast::<PyString>().map_err(|_| {
-                to_pyerr(py, &Error::invalid(format!("publish_many item {i}: subject must be str")))
-            })?.to_cow()?;
+            let subject = subject_obj
+                .cast::<PyString>()
+                .map_err(|_| {
+                    to_pyerr(
+                        py,
+                        &Error::invalid(format!("publish_many item {i}: subject must be str")),
+                    )
+                })?
+                .to_cow()?;
             let data = tuple.get_item(1)?;
-            let headers = if n == 3 { Some(tuple.get_item(2)?) } else { None };
+            let headers = if n == 3 {
+                Some(tuple.get_item(2)?)
+            } else {
+                None
+            };
             let msg = outbound(&subject, &data, headers.as_ref(), None).map_err(|mut e| {
                 e.message = format!("publish_many item {i}: {}", e.message);
                 to_pyerr(py, &e)
@@ -342,21 +380,35 @@ impl Bus {
         let client = self.client.clone();
         self.completer.spawn(py, async move {
             let reply = client::request::request(&client, msg, timeout).await?;
-            Ok(WithPy(move |py: Python<'_>| Ok(Py::new(py, Message::new(reply, None, None))?.into_any())))
+            Ok(WithPy(move |py: Python<'_>| {
+                Ok(Py::new(py, Message::new(reply, None, None))?.into_any())
+            }))
         })
     }
 
     /// Reply to a request's reply subject (queued, not awaited).
     #[pyo3(signature = (reply, data, *, headers=None))]
-    fn _respond(&self, py: Python<'_>, reply: &str, data: &Bound<'_, PyAny>, headers: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn _respond(
+        &self,
+        py: Python<'_>,
+        reply: &str,
+        data: &Bound<'_, PyAny>,
+        headers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         self.check_open(py)?;
         let msg = outbound(reply, data, headers, None).py_err(py)?;
         match msg.headers {
-            None => self.ack.acker.send_raw(msg.subject.into(), msg.payload).py_err(py),
+            None => self
+                .ack
+                .acker
+                .send_raw(msg.subject.into(), msg.payload)
+                .py_err(py),
             Some(h) => {
                 let client = self.client.clone();
                 crate::runtime::runtime().spawn(async move {
-                    let _ = client.publish_with_headers(msg.subject, h, msg.payload).await;
+                    let _ = client
+                        .publish_with_headers(msg.subject, h, msg.payload)
+                        .await;
                 });
                 Ok(())
             }
@@ -365,6 +417,7 @@ impl Bus {
 
     /// Start a durable pull consumption (used by `natsbus.Consumer`).
     #[pyo3(signature = (stream, durable, *, model=None, batch=500, heartbeat=5.0, expires=30.0))]
+    #[allow(clippy::too_many_arguments)]
     fn _consume(
         &self,
         py: Python<'_>,
@@ -403,12 +456,20 @@ impl Bus {
 
     /// Subscribe for `serve` (used by `natsbus.Service`).
     #[pyo3(signature = (subject, queue=None, capacity=1024))]
-    fn _subscribe(&self, py: Python<'_>, subject: String, queue: Option<String>, capacity: usize) -> PyResult<Py<PyAny>> {
+    fn _subscribe(
+        &self,
+        py: Python<'_>,
+        subject: String,
+        queue: Option<String>,
+        capacity: usize,
+    ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let client = self.client.clone();
         let ack = self.ack.clone();
         self.completer.spawn(py, async move {
-            let pump = SubscriptionPump::start(&client, &subject, queue.as_deref(), capacity.max(1)).await?;
+            let pump =
+                SubscriptionPump::start(&client, &subject, queue.as_deref(), capacity.max(1))
+                    .await?;
             // Make sure the server has the subscription before we return.
             let _ = client.flush().await;
             Ok(WithPy(move |py: Python<'_>| {
@@ -474,10 +535,14 @@ impl Bus {
             Some(b) if !b.is_none() => py_to_json(b).py_err(py)?,
             _ => serde_json::Value::Null,
         };
-        let subject = subject.strip_prefix("$JS.API.").map(str::to_string).unwrap_or(subject);
+        let subject = subject
+            .strip_prefix("$JS.API.")
+            .map(str::to_string)
+            .unwrap_or(subject);
         let client = self.client.clone();
         self.completer.spawn(py, async move {
-            let v: serde_json::Value = client::jsapi::request(&client, &subject, &body, timeout).await?;
+            let v: serde_json::Value =
+                client::jsapi::request(&client, &subject, &body, timeout).await?;
             Ok(JsonValue(v))
         })
     }
@@ -488,18 +553,27 @@ impl Bus {
         client::jsapi::check_name(&stream, "stream").py_err(py)?;
         let client = self.client.clone();
         self.completer.spawn(py, async move {
-            Ok(JsonValue(client::jsapi::stream_info(&client, &stream).await?))
+            Ok(JsonValue(
+                client::jsapi::stream_info(&client, &stream).await?,
+            ))
         })
     }
 
     /// A consumer's info (`config`, `num_pending`, `num_ack_pending`...) as a dict.
-    fn consumer_info(&self, py: Python<'_>, stream: String, durable: String) -> PyResult<Py<PyAny>> {
+    fn consumer_info(
+        &self,
+        py: Python<'_>,
+        stream: String,
+        durable: String,
+    ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         client::jsapi::check_name(&stream, "stream").py_err(py)?;
         client::jsapi::check_name(&durable, "consumer").py_err(py)?;
         let client = self.client.clone();
         self.completer.spawn(py, async move {
-            Ok(JsonValue(client::jsapi::consumer_info(&client, &stream, &durable).await?))
+            Ok(JsonValue(
+                client::jsapi::consumer_info(&client, &stream, &durable).await?,
+            ))
         })
     }
 
@@ -508,15 +582,30 @@ impl Bus {
     fn health(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
         let timeout = seconds("timeout", Some(timeout))?.unwrap_or_default();
         let client = self.client.clone();
-        let closed = self.closed.load(Ordering::Acquire);
+        if self.closed.load(Ordering::Acquire) {
+            let info = client.server_info();
+            let h = CoreHealth {
+                connected: false,
+                server_version: info.version,
+                server_name: info.server_name,
+                rtt: None,
+                jetstream: false,
+                streams: None,
+                consumers: None,
+                memory: None,
+                storage: None,
+                error: Some("the bus is closed".into()),
+            };
+            let fut = self.completer.new_future(py)?;
+            fut.bind(py)
+                .call_method1("set_result", (Py::new(py, Health { inner: h })?,))?;
+            return Ok(fut);
+        }
         self.completer.spawn(py, async move {
-            let mut h = client::health::health(&client, timeout).await?;
-            if closed {
-                h.connected = false;
-                h.jetstream = false;
-                h.error = Some("the bus is closed".into());
-            }
-            Ok(WithPy(move |py: Python<'_>| Ok(Py::new(py, Health { inner: h })?.into_any())))
+            let h = client::health::health(&client, timeout).await?;
+            Ok(WithPy(move |py: Python<'_>| {
+                Ok(Py::new(py, Health { inner: h })?.into_any())
+            }))
         })
     }
 
@@ -563,7 +652,11 @@ impl Bus {
     /// True while the connection is up.
     #[getter]
     fn connected(&self) -> bool {
-        !self.closed() && matches!(self.client.connection_state(), async_nats::connection::State::Connected)
+        !self.closed()
+            && matches!(
+                self.client.connection_state(),
+                async_nats::connection::State::Connected
+            )
     }
 
     /// The configured servers (passwords redacted).
@@ -593,7 +686,10 @@ impl Bus {
             "disconnected"
         };
         match &self.name {
-            Some(n) => format!("<natsbus.Bus name={n:?} servers={:?} {state}>", self.servers),
+            Some(n) => format!(
+                "<natsbus.Bus name={n:?} servers={:?} {state}>",
+                self.servers
+            ),
             None => format!("<natsbus.Bus servers={:?} {state}>", self.servers),
         }
     }
@@ -633,8 +729,15 @@ impl Deliver for ManyAcks {
             return Ok(acks.into_any().unbind());
         }
         let total = acks.len();
-        let more = if failed > summary.len() { format!("; and {} more", failed - summary.len()) } else { String::new() };
-        let msg = format!("{failed} of {total} publishes failed: {}{more}", summary.join("; "));
+        let more = if failed > summary.len() {
+            format!("; and {} more", failed - summary.len())
+        } else {
+            String::new()
+        };
+        let msg = format!(
+            "{failed} of {total} publishes failed: {}{more}",
+            summary.join("; ")
+        );
         let exc = crate::errors::class(py, "BatchPublishError").call1((msg,))?;
         exc.setattr("acks", acks)?;
         exc.setattr("errors", errors)?;
@@ -667,7 +770,11 @@ struct Batch {
 
 impl Deliver for Batch {
     fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(to_py_list(py, self.msgs, self.model.as_ref(), self.ack.as_ref())?.into_any().unbind())
+        Ok(
+            to_py_list(py, self.msgs, self.model.as_ref(), self.ack.as_ref())?
+                .into_any()
+                .unbind(),
+        )
     }
     fn cancelled(self: Box<Self>) {
         // The awaiting task was cancelled: nothing was handed out, keep order.
@@ -690,10 +797,19 @@ impl MessageSource {
         let inbox = self.inbox.clone();
         let model = self.model.as_ref().map(|m| m.clone_ref(py));
         let ack = self.ack.clone();
-        let completer = self.ack.as_ref().map(|a| a.completer.clone()).ok_or_else(|| to_pyerr(py, &Error::closed()))?;
+        let completer = self
+            .ack
+            .as_ref()
+            .map(|a| a.completer.clone())
+            .ok_or_else(|| to_pyerr(py, &Error::closed()))?;
         completer.spawn(py, async move {
             let msgs = inbox.take(max, timeout).await?;
-            Ok(Batch { msgs, inbox, model, ack })
+            Ok(Batch {
+                msgs,
+                inbox,
+                model,
+                ack,
+            })
         })
     }
 
@@ -707,7 +823,9 @@ impl MessageSource {
     /// released (nak) so the server redelivers them promptly; queued acks
     /// are flushed before the returned future resolves.
     fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let Some(ack) = self.ack.clone() else { return Ok(py.None()) };
+        let Some(ack) = self.ack.clone() else {
+            return Ok(py.None());
+        };
         let pull = match &self.kind {
             SourceKind::Pull(p) => Some(p.clone()),
             SourceKind::Sub(s) => {
@@ -752,28 +870,53 @@ pub fn connect(
     connect_timeout: f64,
     max_reconnects: Option<usize>,
 ) -> PyResult<Py<PyAny>> {
-    let schemes = [user.is_some() || password.is_some(), token.is_some(), nkey_seed.is_some(), creds.is_some()];
+    let schemes = [
+        user.is_some() || password.is_some(),
+        token.is_some(),
+        nkey_seed.is_some(),
+        creds.is_some(),
+    ];
     if schemes.iter().filter(|b| **b).count() > 1 {
-        return Err(to_pyerr(py, &Error::invalid("give only one of user/password, token, nkey_seed, creds")));
+        return Err(to_pyerr(
+            py,
+            &Error::invalid("give only one of user/password, token, nkey_seed, creds"),
+        ));
     }
     let auth = match (user, password, token, nkey_seed, creds) {
         (Some(user), Some(password), ..) => Auth::UserPassword { user, password },
         (Some(_), None, ..) | (None, Some(_), ..) => {
-            return Err(to_pyerr(py, &Error::invalid("user and password go together: give both")))
+            return Err(to_pyerr(
+                py,
+                &Error::invalid("user and password go together: give both"),
+            ))
         }
         (_, _, Some(t), ..) => Auth::Token(t),
         (_, _, _, Some(seed), _) => Auth::NkeySeed(seed),
         (_, _, _, _, Some(path)) => Auth::CredsFile(path),
         _ => Auth::None,
     };
-    let tls_cfg = if tls || tls_ca.is_some() || tls_cert.is_some() || tls_key.is_some() || tls_handshake_first {
-        Some(TlsConfig { ca: tls_ca, cert: tls_cert, key: tls_key, handshake_first: tls_handshake_first })
+    let tls_cfg = if tls
+        || tls_ca.is_some()
+        || tls_cert.is_some()
+        || tls_key.is_some()
+        || tls_handshake_first
+    {
+        Some(TlsConfig {
+            ca: tls_ca,
+            cert: tls_cert,
+            key: tls_key,
+            handshake_first: tls_handshake_first,
+        })
     } else {
         None
     };
-    let connect_timeout = seconds("connect_timeout", Some(connect_timeout))?.unwrap_or(Duration::from_secs(5));
+    let connect_timeout =
+        seconds("connect_timeout", Some(connect_timeout))?.unwrap_or(Duration::from_secs(5));
     if connect_timeout.is_zero() {
-        return Err(to_pyerr(py, &Error::invalid("connect_timeout must be greater than 0")));
+        return Err(to_pyerr(
+            py,
+            &Error::invalid("connect_timeout must be greater than 0"),
+        ));
     }
     let config = ConnectConfig {
         servers,
@@ -792,7 +935,11 @@ pub fn connect(
         let publisher = Publisher::new(client.clone());
         let servers = config.display_servers();
         Ok(WithPy(move |py: Python<'_>| {
-            let ack = Arc::new(AckCtx { acker, client: client.clone(), completer: completer_for_bus.clone() });
+            let ack = Arc::new(AckCtx {
+                acker,
+                client: client.clone(),
+                completer: completer_for_bus.clone(),
+            });
             let bus = Bus {
                 client,
                 publisher,

@@ -16,8 +16,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMemoryView,
-    PySet, PyString, PyTuple, PyType,
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMemoryView, PySet,
+    PyString, PyTuple, PyType,
 };
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -61,41 +61,63 @@ fn known(py: Python<'_>) -> PyResult<&Known> {
 }
 
 fn encode_error(path: &str, msg: impl std::fmt::Display) -> Error {
-    let at = if path.is_empty() { "payload".to_string() } else { format!("payload{path}") };
+    let at = if path.is_empty() {
+        "payload".to_string()
+    } else {
+        format!("payload{path}")
+    };
     Error::new(ErrorKind::Encode, format!("{at}: {msg}"))
 }
 
 /// Encode a payload for publish/request/reply.
 pub fn encode(obj: &Bound<'_, PyAny>) -> Result<Encoded, Error> {
     if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(Encoded { payload: Bytes::copy_from_slice(b.as_bytes()), is_json: false });
+        return Ok(Encoded {
+            payload: Bytes::copy_from_slice(b.as_bytes()),
+            is_json: false,
+        });
     }
     if let Ok(s) = obj.cast_exact::<PyString>() {
         let text = s.to_cow().map_err(|e| encode_error("", e))?;
-        return Ok(Encoded { payload: Bytes::from(text.into_owned()), is_json: false });
+        return Ok(Encoded {
+            payload: Bytes::from(text.into_owned()),
+            is_json: false,
+        });
     }
     if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Ok(Encoded { payload: Bytes::from(b.to_vec()), is_json: false });
+        return Ok(Encoded {
+            payload: Bytes::from(b.to_vec()),
+            is_json: false,
+        });
     }
     if obj.is_instance_of::<PyMemoryView>() {
         let bytes = obj
             .call_method0("tobytes")
             .and_then(|b| b.extract::<Vec<u8>>())
             .map_err(|e| encode_error("", e))?;
-        return Ok(Encoded { payload: Bytes::from(bytes), is_json: false });
+        return Ok(Encoded {
+            payload: Bytes::from(bytes),
+            is_json: false,
+        });
     }
     // A pydantic model serialises itself, in Rust, faster than any walk.
     if is_pydantic_model(obj) {
         if let Ok(dump) = obj.getattr(pyo3::intern!(obj.py(), "model_dump_json")) {
             let s = dump.call0().map_err(|e| encode_error("", e))?;
             let text: String = s.extract().map_err(|e| encode_error("", e))?;
-            return Ok(Encoded { payload: Bytes::from(text), is_json: true });
+            return Ok(Encoded {
+                payload: Bytes::from(text),
+                is_json: true,
+            });
         }
     }
     let mut out = Vec::with_capacity(256);
     let mut path = String::new();
     write_json(obj, &mut out, &mut path, 0)?;
-    Ok(Encoded { payload: Bytes::from(out), is_json: true })
+    Ok(Encoded {
+        payload: Bytes::from(out),
+        is_json: true,
+    })
 }
 
 /// A pydantic v2 model instance (checked on the type: instance access to
@@ -104,8 +126,12 @@ fn is_pydantic_model(obj: &Bound<'_, PyAny>) -> bool {
     let py = obj.py();
     let ty = obj.get_type();
     !obj.is_instance_of::<PyType>()
-        && ty.hasattr(pyo3::intern!(py, "model_fields")).unwrap_or(false)
-        && ty.hasattr(pyo3::intern!(py, "model_dump_json")).unwrap_or(false)
+        && ty
+            .hasattr(pyo3::intern!(py, "model_fields"))
+            .unwrap_or(false)
+        && ty
+            .hasattr(pyo3::intern!(py, "model_dump_json"))
+            .unwrap_or(false)
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -113,7 +139,12 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, path: &mut String, depth: usize) -> Result<(), Error> {
+fn write_json(
+    obj: &Bound<'_, PyAny>,
+    out: &mut Vec<u8>,
+    path: &mut String,
+    depth: usize,
+) -> Result<(), Error> {
     if depth > MAX_DEPTH {
         return Err(encode_error(path, "nested too deeply (cycle?)"));
     }
@@ -151,7 +182,10 @@ fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, path: &mut String, dept
     if let Ok(f) = obj.cast::<PyFloat>() {
         let v = f.value();
         if !v.is_finite() {
-            return Err(encode_error(path, format!("{v} is not valid JSON (NaN and infinity have no JSON form)")));
+            return Err(encode_error(
+                path,
+                format!("{v} is not valid JSON (NaN and infinity have no JSON form)"),
+            ));
         }
         let _ = serde_json::to_writer(&mut *out, &v);
         return Ok(());
@@ -165,12 +199,22 @@ fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, path: &mut String, dept
             }
             first = false;
             let key = dict_key(&k).ok_or_else(|| {
-                encode_error(path, format!("dict keys must be str, int, float, bool or None, not {}", type_name(&k)))
+                encode_error(
+                    path,
+                    format!(
+                        "dict keys must be str, int, float, bool or None, not {}",
+                        type_name(&k)
+                    ),
+                )
             })?;
             write_str(out, &key);
             out.push(b':');
             let len = path.len();
-            let _ = write!(path, "['{}']", key.replace('\\', "\\\\").replace('\'', "\\'"));
+            let _ = write!(
+                path,
+                "['{}']",
+                key.replace('\\', "\\\\").replace('\'', "\\'")
+            );
             write_json(&v, out, path, depth + 1)?;
             path.truncate(len);
         }
@@ -188,11 +232,21 @@ fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, path: &mut String, dept
         || obj.is_instance(k.date.bind(py)).unwrap_or(false)
         || obj.is_instance(k.time.bind(py)).unwrap_or(false)
     {
-        let s = obj.call_method0("isoformat").map_err(|e| encode_error(path, e))?;
-        write_str(out, &s.cast::<PyString>().map_err(|e| encode_error(path, e))?.to_cow().map_err(|e| encode_error(path, e))?);
+        let s = obj
+            .call_method0("isoformat")
+            .map_err(|e| encode_error(path, e))?;
+        write_str(
+            out,
+            &s.cast::<PyString>()
+                .map_err(|e| encode_error(path, e))?
+                .to_cow()
+                .map_err(|e| encode_error(path, e))?,
+        );
         return Ok(());
     }
-    if obj.is_instance(k.uuid.bind(py)).unwrap_or(false) || obj.is_instance(k.decimal.bind(py)).unwrap_or(false) {
+    if obj.is_instance(k.uuid.bind(py)).unwrap_or(false)
+        || obj.is_instance(k.decimal.bind(py)).unwrap_or(false)
+    {
         let s = obj.str().map_err(|e| encode_error(path, e))?;
         write_str(out, &s.to_cow().map_err(|e| encode_error(path, e))?);
         return Ok(());
@@ -214,7 +268,9 @@ fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, path: &mut String, dept
         if let Ok(dump) = obj.getattr(pyo3::intern!(py, "model_dump")) {
             let kwargs = PyDict::new(py);
             let _ = kwargs.set_item("mode", "json");
-            let plain = dump.call((), Some(&kwargs)).map_err(|e| encode_error(path, e))?;
+            let plain = dump
+                .call((), Some(&kwargs))
+                .map_err(|e| encode_error(path, e))?;
             return write_json(&plain, out, path, depth + 1);
         }
     }
@@ -263,15 +319,22 @@ fn write_fields(
                 .map(|t| t.is(&field_marker))
                 .unwrap_or(true);
             if is_field {
-                v.push(name.extract::<String>().map_err(|e| encode_error(path, e))?);
+                v.push(
+                    name.extract::<String>()
+                        .map_err(|e| encode_error(path, e))?,
+                );
             }
         }
         v
     } else {
-        fields.extract::<Vec<String>>().map_err(|e| encode_error(path, e))?
+        fields
+            .extract::<Vec<String>>()
+            .map_err(|e| encode_error(path, e))?
     };
     for name in names {
-        let value = obj.getattr(name.as_str()).map_err(|e| encode_error(path, e))?;
+        let value = obj
+            .getattr(name.as_str())
+            .map_err(|e| encode_error(path, e))?;
         if !first {
             out.push(b',');
         }

@@ -59,7 +59,9 @@ fn create_classes(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
         let mut bases = Vec::with_capacity(spec.bases.len());
         for base in spec.bases {
             // Our own classes shadow builtins of the same name (TimeoutError).
-            let ours = EXCEPTIONS[..made.len()].iter().position(|s| s.name == *base);
+            let ours = EXCEPTIONS[..made.len()]
+                .iter()
+                .position(|s| s.name == *base);
             match ours {
                 Some(i) if *base != spec.name => bases.push(made[i].bind(py).clone().into_any()),
                 _ => bases.push(builtins.getattr(*base)?),
@@ -88,10 +90,7 @@ fn classes(py: Python<'_>) -> &Vec<Py<PyType>> {
 
 /// The class called `name` from the table.
 pub fn class<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyType> {
-    let i = EXCEPTIONS
-        .iter()
-        .position(|s| s.name == name)
-        .unwrap_or(0);
+    let i = EXCEPTIONS.iter().position(|s| s.name == name).unwrap_or(0);
     classes(py)[i].bind(py).clone()
 }
 
@@ -162,9 +161,17 @@ pub fn to_pyerr(py: Python<'_>, e: &Error) -> PyErr {
 }
 
 /// A `Problem` as the Python `natsbus.Problem` named tuple.
-pub fn problem_to_py<'py>(py: Python<'py>, p: &natsbus_core::Problem) -> PyResult<Bound<'py, PyAny>> {
+pub fn problem_to_py<'py>(
+    py: Python<'py>,
+    p: &natsbus_core::Problem,
+) -> PyResult<Bound<'py, PyAny>> {
     let cls = py.import("natsbus._types")?.getattr("Problem")?;
-    cls.call1((p.file.as_deref(), p.line, p.field.as_str(), p.message.as_str()))
+    cls.call1((
+        p.file.as_deref(),
+        p.line,
+        p.field.as_str(),
+        p.message.as_str(),
+    ))
 }
 
 /// A plan's dict form as a Python `natsbus.Plan`.

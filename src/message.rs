@@ -10,7 +10,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use natsbus_core::client::consume::{ack_sync, parse_delivery, AckKind, Acker, Delivery, InboundMessage};
+use natsbus_core::client::consume::{
+    ack_sync, parse_delivery, AckKind, Acker, Delivery, InboundMessage,
+};
 use natsbus_core::{Error, ErrorKind};
 
 use crate::codec::{decode_json, type_name};
@@ -35,7 +37,11 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(inner: InboundMessage, model: Option<Py<PyAny>>, ack: Option<Arc<AckCtx>>) -> Message {
+    pub fn new(
+        inner: InboundMessage,
+        model: Option<Py<PyAny>>,
+        ack: Option<Arc<AckCtx>>,
+    ) -> Message {
         Message {
             inner,
             model,
@@ -48,7 +54,12 @@ impl Message {
 
     fn delivery(&self) -> Option<&Delivery> {
         self.delivery
-            .get_or_init(|| self.inner.reply.as_ref().and_then(|r| parse_delivery(r.as_str())))
+            .get_or_init(|| {
+                self.inner
+                    .reply
+                    .as_ref()
+                    .and_then(|r| parse_delivery(r.as_str()))
+            })
             .as_ref()
     }
 
@@ -66,7 +77,9 @@ impl Message {
         let (ctx, reply) = self.jetstream_reply()?;
         let terminal = kind != AckKind::Progress;
         if self.settled.load(Ordering::Acquire) {
-            return Err(invalid("message was already acknowledged (ack, nak or term)".into()));
+            return Err(invalid(
+                "message was already acknowledged (ack, nak or term)".into(),
+            ));
         }
         if terminal {
             self.settled.store(true, Ordering::Release);
@@ -91,7 +104,9 @@ pub(crate) fn duration_arg(name: &str, secs: Option<f64>) -> PyResult<Option<Dur
     match secs {
         None => Ok(None),
         Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(invalid(format!("{name} must be a non-negative number of seconds, got {s}"))),
+        Some(s) => Err(invalid(format!(
+            "{name} must be a non-negative number of seconds, got {s}"
+        ))),
     }
 }
 
@@ -121,7 +136,11 @@ impl Message {
     #[getter]
     fn text(&self) -> PyResult<String> {
         String::from_utf8(self.inner.payload.to_vec()).map_err(|e| {
-            decode_err(self.subject(), self.seq(), format!("payload is not UTF-8 text: {e}"))
+            decode_err(
+                self.subject(),
+                self.seq(),
+                format!("payload is not UTF-8 text: {e}"),
+            )
         })
     }
 
@@ -237,10 +256,13 @@ impl Message {
         let timeout = duration_arg("timeout", Some(timeout))?.unwrap_or_default();
         let (ctx, reply) = self.jetstream_reply()?;
         if self.settled.swap(true, Ordering::AcqRel) {
-            return Err(invalid("message was already acknowledged (ack, nak or term)".into()));
+            return Err(invalid(
+                "message was already acknowledged (ack, nak or term)".into(),
+            ));
         }
         let client = ctx.client.clone();
-        ctx.completer.spawn(py, async move { ack_sync(&client, reply, timeout).await })
+        ctx.completer
+            .spawn(py, async move { ack_sync(&client, reply, timeout).await })
     }
 
     fn __repr__(&self) -> String {
@@ -289,18 +311,29 @@ impl Message {
     fn decode(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let payload = &self.inner.payload;
         let Some(model) = &self.model else {
-            return decode_json(py, payload)
-                .map(|v| v.unbind())
-                .map_err(|e| {
-                    decode_err(
-                        self.subject(),
-                        self.seq(),
-                        format!("{} is not JSON: {e} (use .payload for raw bytes or .text for text)", self.where_()),
-                    )
-                });
+            return decode_json(py, payload).map(|v| v.unbind()).map_err(|e| {
+                decode_err(
+                    self.subject(),
+                    self.seq(),
+                    format!(
+                        "{} is not JSON: {e} (use .payload for raw bytes or .text for text)",
+                        self.where_()
+                    ),
+                )
+            });
         };
         let model = model.bind(py);
-        let fail = |e: String| decode_err(self.subject(), self.seq(), format!("{} does not decode into {}: {e}", self.where_(), model_name(model)));
+        let fail = |e: String| {
+            decode_err(
+                self.subject(),
+                self.seq(),
+                format!(
+                    "{} does not decode into {}: {e}",
+                    self.where_(),
+                    model_name(model)
+                ),
+            )
+        };
         // pydantic v2: validate straight from the JSON bytes, in Rust.
         if let Ok(validate) = model.getattr(pyo3::intern!(py, "model_validate_json")) {
             return validate
@@ -309,13 +342,25 @@ impl Message {
                 .map_err(|e| fail(e.to_string()));
         }
         let plain = decode_json(py, payload).map_err(|e| fail(format!("not JSON: {e}")))?;
-        if model.hasattr(pyo3::intern!(py, "__dataclass_fields__")).unwrap_or(false) {
-            let kwargs = plain
-                .cast::<PyDict>()
-                .map_err(|_| fail(format!("a dataclass needs a JSON object, got {}", type_name(&plain))))?;
-            return model.call((), Some(kwargs)).map(|v| v.unbind()).map_err(|e| fail(e.to_string()));
+        if model
+            .hasattr(pyo3::intern!(py, "__dataclass_fields__"))
+            .unwrap_or(false)
+        {
+            let kwargs = plain.cast::<PyDict>().map_err(|_| {
+                fail(format!(
+                    "a dataclass needs a JSON object, got {}",
+                    type_name(&plain)
+                ))
+            })?;
+            return model
+                .call((), Some(kwargs))
+                .map(|v| v.unbind())
+                .map_err(|e| fail(e.to_string()));
         }
-        model.call1((plain,)).map(|v| v.unbind()).map_err(|e| fail(e.to_string()))
+        model
+            .call1((plain,))
+            .map(|v| v.unbind())
+            .map_err(|e| fail(e.to_string()))
     }
 }
 
@@ -337,8 +382,12 @@ pub fn to_py_list<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let items = msgs
         .into_iter()
-        .map(|m| Py::new(py, Message::new(m, model.map(|x| x.clone_ref(py)), ack.cloned())))
+        .map(|m| {
+            Py::new(
+                py,
+                Message::new(m, model.map(|x| x.clone_ref(py)), ack.cloned()),
+            )
+        })
         .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, items)
 }
-

@@ -60,6 +60,9 @@ pub struct Completer {
     #[cfg(unix)]
     wake_rx: std::os::unix::net::UnixStream,
     drain_cb: PyOnceLock<Py<PyAny>>,
+    /// Set once the loop no longer watches our socket (bus closed): late
+    /// completions then wake the loop with `call_soon_threadsafe`.
+    detached: std::sync::atomic::AtomicBool,
 }
 
 #[pyclass(frozen, module = "natsbus._natsbus")]
@@ -93,10 +96,19 @@ impl Completer {
                 wake_tx,
                 wake_rx,
                 drain_cb: PyOnceLock::new(),
+                detached: std::sync::atomic::AtomicBool::new(false),
             });
-            let cb = Py::new(py, DrainCallback { completer: completer.clone() })?;
+            let cb = Py::new(
+                py,
+                DrainCallback {
+                    completer: completer.clone(),
+                },
+            )?;
             use std::os::fd::AsRawFd;
-            event_loop.call_method1("add_reader", (completer.wake_rx.as_raw_fd(), cb.clone_ref(py)))?;
+            event_loop.call_method1(
+                "add_reader",
+                (completer.wake_rx.as_raw_fd(), cb.clone_ref(py)),
+            )?;
             let _ = completer.drain_cb.set(py, cb.into_any());
             Ok(completer)
         }
@@ -106,8 +118,14 @@ impl Completer {
                 queue: Mutex::new(Vec::new()),
                 event_loop: event_loop.clone().unbind(),
                 drain_cb: PyOnceLock::new(),
+                detached: std::sync::atomic::AtomicBool::new(true),
             });
-            let cb = Py::new(py, DrainCallback { completer: completer.clone() })?;
+            let cb = Py::new(
+                py,
+                DrainCallback {
+                    completer: completer.clone(),
+                },
+            )?;
             let _ = completer.drain_cb.set(py, cb.into_any());
             Ok(completer)
         }
@@ -119,6 +137,12 @@ impl Completer {
 
     /// Stop watching the wakeup socket (the bus is closed).
     pub fn detach(&self, py: Python<'_>) {
+        if self
+            .detached
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
@@ -153,15 +177,16 @@ impl Completer {
         }
     }
 
-    #[cfg(unix)]
     fn wake(&self) {
-        use std::io::Write;
-        // A full socket buffer already means "wake up"; nothing to do then.
-        let _ = (&self.wake_tx).write(&[1u8]);
-    }
-
-    #[cfg(not(unix))]
-    fn wake(&self) {
+        #[cfg(unix)]
+        if !self.detached.load(std::sync::atomic::Ordering::Acquire) {
+            use std::io::Write;
+            // A full socket buffer already means "wake up"; nothing to do then.
+            let _ = (&self.wake_tx).write(&[1u8]);
+            return;
+        }
+        // No reader on the loop: schedule the drain the slow way. A closed
+        // loop refuses, and then nobody is waiting anyway.
         Python::attach(|py| {
             if let Some(cb) = self.drain_cb.get(py) {
                 let _ = self
@@ -264,4 +289,3 @@ pub fn ready(py: Python<'_>) -> PyResult<Py<Ready>> {
         .get_or_try_init(py, || Py::new(py, Ready))
         .map(|r| r.clone_ref(py))
 }
-

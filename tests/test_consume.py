@@ -123,9 +123,7 @@ async def test_unacked_message_returns_after_ack_wait(
         await again.ack()
 
 
-async def test_in_progress_holds_the_message(
-    bus: natsbus.Bus, make_stream: StreamFactory
-) -> None:
+async def test_in_progress_holds_the_message(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
     stream, p = await make_stream("w", consumer_config={"ack_wait": 1_000_000_000})
     await bus.publish(f"{p}.a", {"n": 1})
     async with bus.consume(stream, "w") as c:
@@ -204,7 +202,7 @@ async def test_iteration_survives_server_restart(fresh_server: NatsServer) -> No
         await c.start()
         fresh_server.restart()
         # Publish once JetStream is back (the client reconnects by itself).
-        for attempt in range(100):
+        for _attempt in range(100):
             try:
                 await bus.publish_many([("d.x", {"i": i}) for i in range(100, 150)])
                 break
@@ -342,9 +340,7 @@ async def test_close_releases_prefetched_messages(
         assert sorted(rest) == list(range(1, 20))
 
 
-async def test_cancelled_wait_loses_nothing(
-    bus: natsbus.Bus, make_stream: StreamFactory
-) -> None:
+async def test_cancelled_wait_loses_nothing(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
     stream, p = await make_stream("w")
     async with bus.consume(stream, "w") as c:
         waiter = asyncio.ensure_future(c.__anext__())
@@ -359,9 +355,7 @@ async def test_cancelled_wait_loses_nothing(
 
 
 async def test_push_consumer_is_refused(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
-    stream, _ = await make_stream(
-        "pushy", consumer_config={"deliver_subject": "deliver.here"}
-    )
+    stream, _ = await make_stream("pushy", consumer_config={"deliver_subject": "deliver.here"})
     with pytest.raises(natsbus.InvalidArgumentError, match="push consumer"):
         await bus.consume(stream, "pushy").start()
 
@@ -375,3 +369,23 @@ async def test_iteration_ends_after_close(bus: natsbus.Bus, make_stream: StreamF
         await c.close()
     with pytest.raises(StopAsyncIteration):
         await c.__anext__()
+
+
+async def test_closing_the_bus_ends_a_waiting_iteration(
+    nats_url: str, make_stream: StreamFactory
+) -> None:
+    stream, _ = await make_stream("w")
+    b = await natsbus.connect(nats_url)
+    c = b.consume(stream, "w")
+    await c.start()
+
+    async def drain() -> int:
+        n = 0
+        async for _ in c:
+            n += 1
+        return n
+
+    task = asyncio.ensure_future(drain())
+    await asyncio.sleep(0.2)
+    await b.close()
+    assert await asyncio.wait_for(task, timeout=10) == 0

@@ -105,12 +105,13 @@ impl fmt::Display for Problem {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
-    /// Set when the server answered with an API error.
-    pub api: Option<ApiError>,
+    /// Set when the server answered with an API error. (Boxed, like the
+    /// plan, to keep `Result<T, Error>` small on every hot path.)
+    pub api: Option<Box<ApiError>>,
     /// Set for [`ErrorKind::Topology`]: every problem found.
     pub problems: Vec<Problem>,
     /// Set for [`ErrorKind::Apply`] / [`ErrorKind::Drift`]: the plan, as its dict form.
-    pub plan: Option<serde_json::Value>,
+    pub plan: Option<Box<serde_json::Value>>,
     /// Set for [`ErrorKind::Decode`]: subject and stream sequence of the message.
     pub subject: Option<String>,
     pub seq: Option<u64>,
@@ -131,12 +132,9 @@ impl Error {
 
     /// An error from a JetStream API response; `context` says what we were doing.
     pub fn api(context: impl fmt::Display, api: ApiError) -> Self {
-        let message = format!(
-            "{context}: {} (err_code {})",
-            api.description, api.err_code
-        );
+        let message = format!("{context}: {} (err_code {})", api.description, api.err_code);
         let mut e = Error::new(api.kind(), message);
-        e.api = Some(api);
+        e.api = Some(Box::new(api));
         e
     }
 
@@ -167,7 +165,7 @@ impl Error {
     }
 
     pub fn with_plan(mut self, plan: serde_json::Value) -> Self {
-        self.plan = Some(plan);
+        self.plan = Some(Box::new(plan));
         self
     }
 }

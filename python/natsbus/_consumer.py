@@ -9,6 +9,7 @@ empty, and awaits the runtime only when Rust has nothing buffered either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections import deque
@@ -97,10 +98,9 @@ class Consumer:
         released = list(self._buf)
         self._buf.clear()
         for msg in released:
-            try:
+            # Already settled, or the bus is closed: the server redelivers anyway.
+            with contextlib.suppress(Exception):
                 await msg.nak()
-            except Exception:  # already settled or bus closed: the server redelivers
-                pass
         if source is not None:
             await source.close()
 
@@ -302,7 +302,10 @@ class Service:
                     self._bus._respond(
                         msg.reply,
                         b"",
-                        headers={"Nats-Service-Error": text[:512], "Nats-Service-Error-Code": "500"},
+                        headers={
+                            "Nats-Service-Error": text[:512],
+                            "Nats-Service-Error-Code": "500",
+                        },
                     )
                 except Exception:
                     log.exception("could not send the error reply for %r", self.subject)
@@ -314,10 +317,8 @@ class Service:
         await self._source.close()
         if self._runner is not None:
             self._runner.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-            except asyncio.CancelledError:
-                pass
             self._runner = None
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

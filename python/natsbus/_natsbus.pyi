@@ -2,11 +2,41 @@
 
 import builtins
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generator, Optional, Union, final
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from typing import Any, Optional, Union, final
 
 from ._consumer import Consumer, Service
 from ._types import Plan, Problem
+
+__all__ = [
+    "ApplyError",
+    "AuthError",
+    "BatchPublishError",
+    "Bus",
+    "ClosedError",
+    "ConnectError",
+    "ConsumerNotFoundError",
+    "DecodeError",
+    "DrainCallback",
+    "DriftError",
+    "EncodeError",
+    "ExpectationError",
+    "Health",
+    "InvalidArgumentError",
+    "JetStreamError",
+    "Message",
+    "MessageSource",
+    "NatsbusError",
+    "NoRespondersError",
+    "NoStreamError",
+    "PubAck",
+    "Ready",
+    "StreamNotFoundError",
+    "TimeoutError",
+    "TopologyError",
+    "__version__",
+    "connect",
+]
 
 __version__: str
 
@@ -54,13 +84,13 @@ class BatchPublishError(NatsbusError):
 @final
 class Ready:
     """An awaitable that is already finished (queued acks)."""
-    def __await__(self) -> Generator[Any, None, None]: ...
+    def __await__(self) -> Generator[Any]: ...
     def __iter__(self) -> Ready: ...
     def __next__(self) -> None: ...
 
 @final
 class DrainCallback:
-    def __call__(self) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
 
 # --- data ---------------------------------------------------------------
 @final
@@ -77,8 +107,8 @@ class PubAck:
     def __new__(
         cls, stream: str, seq: int, duplicate: bool = False, domain: Optional[str] = None
     ) -> PubAck: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __ne__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
 
 @final
 class Health:

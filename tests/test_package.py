@@ -1,0 +1,44 @@
+"""The package as installed: import, version, CLI entry, error hierarchy."""
+
+from __future__ import annotations
+
+import builtins
+import subprocess
+import sys
+
+import natsbus
+
+
+def test_version_everywhere() -> None:
+    assert natsbus.__version__
+    out = subprocess.run(
+        [sys.executable, "-m", "natsbus", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"natsbus {natsbus.__version__}"
+
+
+def test_error_hierarchy() -> None:
+    base = natsbus.NatsbusError
+    for name in [
+        "ConnectError", "AuthError", "TimeoutError", "TopologyError", "ApplyError",
+        "DriftError", "JetStreamError", "NoStreamError", "StreamNotFoundError",
+        "ConsumerNotFoundError", "ExpectationError", "DecodeError", "ClosedError",
+        "EncodeError", "InvalidArgumentError", "NoRespondersError", "BatchPublishError",
+    ]:  # fmt: skip
+        cls = getattr(natsbus, name)
+        assert issubclass(cls, base), name
+        assert cls.__module__ == "natsbus"
+    assert issubclass(natsbus.ConnectError, ConnectionError)
+    assert issubclass(natsbus.AuthError, natsbus.ConnectError)
+    assert issubclass(natsbus.TimeoutError, builtins.TimeoutError)
+    for cls in (natsbus.StreamNotFoundError, natsbus.ConsumerNotFoundError,
+                natsbus.ExpectationError):  # fmt: skip
+        assert issubclass(cls, natsbus.JetStreamError)
+    assert issubclass(natsbus.NoStreamError, natsbus.NoRespondersError)
+    e = natsbus.JetStreamError("x")
+    assert e.err_code is None and e.description is None
+
+
+def test_public_names_are_exported() -> None:
+    for name in natsbus.__all__:
+        assert hasattr(natsbus, name), name
