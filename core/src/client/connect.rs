@@ -113,7 +113,11 @@ fn load_seed(seed_or_path: &str) -> Result<String> {
         .map(str::trim)
         .find(|l| l.starts_with("SU") || l.starts_with("SA") || l.starts_with('S'))
         .map(str::to_string)
-        .ok_or_else(|| Error::invalid(format!("no nkey seed (a line starting with S) in {trimmed}")))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "no nkey seed (a line starting with S) in {trimmed}"
+            ))
+        })
 }
 
 fn check_file(what: &str, path: &std::path::Path) -> Result<()> {
@@ -137,7 +141,9 @@ pub type Reconnects = tokio::sync::watch::Receiver<u64>;
 /// in either case within `connect_timeout`.
 pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reconnects)> {
     if config.servers.is_empty() {
-        return Err(Error::invalid("no server given: pass a URL or set $NATS_URL"));
+        return Err(Error::invalid(
+            "no server given: pass a URL or set $NATS_URL",
+        ));
     }
     let mut opts = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout)
@@ -158,7 +164,11 @@ pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reco
     if let Some(name) = &config.name {
         opts = opts.name(name);
     }
-    opts = match &config.auth {
+    let auth = match &config.auth {
+        Auth::None => auth_from_urls(&config.servers),
+        other => other.clone(),
+    };
+    opts = match &auth {
         Auth::None => opts,
         Auth::UserPassword { user, password } => {
             opts.user_and_password(user.clone(), password.clone())
@@ -220,6 +230,43 @@ pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reco
     }
 }
 
+/// Credentials embedded in a server URL (`nats://user:pass@host` or
+/// `nats://token@host`), used when no other auth is configured.
+fn auth_from_urls(servers: &[String]) -> Auth {
+    for s in servers {
+        let rest = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
+        let Some((userinfo, _)) = rest.rsplit_once('@') else {
+            continue;
+        };
+        return match userinfo.split_once(':') {
+            Some((user, password)) => Auth::UserPassword {
+                user: percent_decode(user),
+                password: percent_decode(password),
+            },
+            None => Auth::Token(percent_decode(userinfo)),
+        };
+    }
+    Auth::None
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn connect_error(shown: &str, e: async_nats::ConnectError) -> Error {
     use async_nats::ConnectErrorKind as K;
     let kind = match e.kind() {
@@ -241,6 +288,18 @@ fn connect_error(shown: &str, e: async_nats::ConnectError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_from_urls() {
+        match auth_from_urls(&["nats://h:1".into(), "nats://u:p%40ss@h:2".into()]) {
+            Auth::UserPassword { user, password } => {
+                assert_eq!((user.as_str(), password.as_str()), ("u", "p@ss"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(auth_from_urls(&["nats://tok@h".into()]), Auth::Token(t) if t == "tok"));
+        assert!(matches!(auth_from_urls(&["nats://h".into()]), Auth::None));
+    }
 
     #[test]
     fn splits_server_lists() {

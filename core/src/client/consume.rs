@@ -243,9 +243,7 @@ impl AckKind {
         match self {
             AckKind::Ack => Bytes::from_static(b"+ACK"),
             AckKind::Nak(None) => Bytes::from_static(b"-NAK"),
-            AckKind::Nak(Some(d)) => {
-                Bytes::from(format!("-NAK {{\"delay\": {}}}", d.as_nanos()))
-            }
+            AckKind::Nak(Some(d)) => Bytes::from(format!("-NAK {{\"delay\": {}}}", d.as_nanos())),
             AckKind::Term(None) => Bytes::from_static(b"+TERM"),
             AckKind::Term(Some(reason)) => Bytes::from(format!("+TERM {reason}")),
             AckKind::Progress => Bytes::from_static(b"+WPI"),
@@ -314,7 +312,11 @@ impl Acker {
 }
 
 /// Settle a message and wait for the server to confirm it (double ack).
-pub async fn ack_sync(client: &async_nats::Client, reply: Subject, timeout: Duration) -> Result<()> {
+pub async fn ack_sync(
+    client: &async_nats::Client,
+    reply: Subject,
+    timeout: Duration,
+) -> Result<()> {
     let req = async_nats::client::Request::new()
         .payload(AckKind::Ack.body())
         .timeout(Some(timeout));
@@ -367,7 +369,11 @@ impl PullConsumer {
         jsapi::check_name(durable, "consumer")?;
         let info = jsapi::consumer_info(&client, stream, durable).await?;
         let config = info.get("config").cloned().unwrap_or_default();
-        if config.get("deliver_subject").and_then(|v| v.as_str()).is_some_and(|s| !s.is_empty()) {
+        if config
+            .get("deliver_subject")
+            .and_then(|v| v.as_str())
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err(Error::invalid(format!(
                 "consumer {durable:?} on stream {stream:?} is a push consumer (it has a deliver_subject); consume() needs a pull consumer"
             )));
@@ -439,7 +445,10 @@ async fn pump(
     let mut sub = match client.subscribe(deliver_to.clone()).await {
         Ok(s) => s,
         Err(e) => {
-            inbox.fail(Error::new(ErrorKind::Connect, format!("cannot subscribe: {e}")));
+            inbox.fail(Error::new(
+                ErrorKind::Connect,
+                format!("cannot subscribe: {e}"),
+            ));
             return Vec::new();
         }
     };
@@ -567,7 +576,11 @@ impl SubscriptionPump {
         capacity: usize,
     ) -> Result<SubscriptionPump> {
         let sub = match queue {
-            Some(q) => client.queue_subscribe(subject.to_string(), q.to_string()).await,
+            Some(q) => {
+                client
+                    .queue_subscribe(subject.to_string(), q.to_string())
+                    .await
+            }
             None => client.subscribe(subject.to_string()).await,
         }
         .map_err(|e| Error::invalid(format!("cannot subscribe to {subject:?}: {e}")))?;
@@ -622,8 +635,15 @@ mod tests {
         assert_eq!(got.len(), 2);
         inbox.put_back(got);
         let all = inbox.take(10, None).await.unwrap();
-        assert_eq!(all.iter().map(|m| m.payload[0]).collect::<Vec<_>>(), vec![0, 1, 2]);
-        assert!(inbox.take(1, Some(Duration::from_millis(20))).await.unwrap().is_empty());
+        assert_eq!(
+            all.iter().map(|m| m.payload[0]).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert!(inbox
+            .take(1, Some(Duration::from_millis(20)))
+            .await
+            .unwrap()
+            .is_empty());
         inbox.push(msg(9)).await.unwrap();
         let rest = inbox.close(None);
         assert_eq!(rest.len(), 1);
@@ -660,17 +680,26 @@ mod tests {
         inbox.push(msg(1)).await.unwrap();
         inbox.fail(Error::new(ErrorKind::ConsumerNotFound, "gone"));
         assert_eq!(inbox.try_take(5).unwrap().len(), 1);
-        assert_eq!(inbox.try_take(5).unwrap_err().kind, ErrorKind::ConsumerNotFound);
+        assert_eq!(
+            inbox.try_take(5).unwrap_err().kind,
+            ErrorKind::ConsumerNotFound
+        );
     }
 
     #[test]
     fn parses_both_reply_forms() {
         let d = parse_delivery("$JS.ACK.ORDERS.worker.2.17.5.1700000000000000000.3").unwrap();
-        assert_eq!((d.delivered, d.seq, d.consumer_seq, d.pending), (2, 17, 5, 3));
+        assert_eq!(
+            (d.delivered, d.seq, d.consumer_seq, d.pending),
+            (2, 17, 5, 3)
+        );
         assert_eq!(d.stream.as_deref(), Some("ORDERS"));
         let d = parse_delivery("$JS.ACK.hub.ACCHASH.ORDERS.worker.1.9.9.1700000000000000000.0.tok")
             .unwrap();
-        assert_eq!((d.delivered, d.seq, d.consumer.as_deref()), (1, 9, Some("worker")));
+        assert_eq!(
+            (d.delivered, d.seq, d.consumer.as_deref()),
+            (1, 9, Some("worker"))
+        );
         assert!(parse_delivery("_INBOX.abc").is_none());
         assert!(parse_delivery("$JS.ACK.S.c.x.1.1.1.1").is_none());
     }

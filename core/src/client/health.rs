@@ -32,7 +32,10 @@ async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Option<f6
     let mut sub = client.subscribe(inbox.clone()).await.ok()?;
     let start = Instant::now();
     client.publish(inbox, "".into()).await.ok()?;
-    let got = tokio::time::timeout(timeout, sub.next()).await.ok().flatten();
+    let got = tokio::time::timeout(timeout, sub.next())
+        .await
+        .ok()
+        .flatten();
     let rtt = start.elapsed().as_secs_f64();
     let _ = sub.unsubscribe().await;
     got.map(|_| rtt)

@@ -129,7 +129,9 @@ pub fn check_name(name: &str, what: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what} name must not be empty")));
     }
     if name.len() > 255 {
-        return Err(Error::invalid(format!("{what} name {name:?} is longer than 255 characters")));
+        return Err(Error::invalid(format!(
+            "{what} name {name:?} is longer than 255 characters"
+        )));
     }
     if let Some(c) = name
         .chars()

@@ -11,7 +11,7 @@ pub mod publish;
 pub mod request;
 
 pub use connect::{connect, Auth, ConnectConfig, Reconnects, TlsConfig};
-pub use consume::{AckKind, Acker, Inbox, InboundMessage};
+pub use consume::{AckKind, Acker, InboundMessage, Inbox};
 pub use publish::{OutboundMessage, PubAck, PublishOptions, Publisher};
 
 /// Hide the password part of `scheme://user:password@host` so a URL can be

@@ -46,9 +46,9 @@ impl PublishOptions {
     /// Write the options as the JetStream headers the server reads.
     pub fn apply(&self, headers: &mut HeaderMap) -> Result<()> {
         fn put(h: &mut HeaderMap, name: &'static str, value: &str) -> Result<()> {
-            let v: HeaderValue = value
-                .parse()
-                .map_err(|_| Error::invalid(format!("invalid value for header {name}: {value:?}")))?;
+            let v: HeaderValue = value.parse().map_err(|_| {
+                Error::invalid(format!("invalid value for header {name}: {value:?}"))
+            })?;
             h.insert(HeaderName::from_static(name), v);
             Ok(())
         }
@@ -65,7 +65,11 @@ impl PublishOptions {
             put(headers, "Nats-Expected-Last-Sequence", &seq.to_string())?;
         }
         if let Some(seq) = self.expected_last_subject_seq {
-            put(headers, "Nats-Expected-Last-Subject-Sequence", &seq.to_string())?;
+            put(
+                headers,
+                "Nats-Expected-Last-Subject-Sequence",
+                &seq.to_string(),
+            )?;
         }
         if let Some(id) = &self.expected_last_msg_id {
             put(headers, "Nats-Expected-Last-Msg-Id", id)?;

@@ -41,7 +41,11 @@ pub async fn request(
 }
 
 /// Publish without waiting for anything (used for replies).
-pub async fn publish_core(client: &async_nats::Client, subject: String, payload: Bytes) -> Result<()> {
+pub async fn publish_core(
+    client: &async_nats::Client,
+    subject: String,
+    payload: Bytes,
+) -> Result<()> {
     client
         .publish(subject, payload)
         .await

@@ -1,0 +1,468 @@
+//! Talking to the server: read the live state, apply a plan, verify.
+//!
+//! Raw `$JS.API.*` requests with JSON in and out keep the server's `err_code`
+//! and text intact and let natsbus send exactly the config it built (an update
+//! replaces the whole config, and strict servers reject unknown fields).
+//!
+//! Apply is safe to run from many processes at once: creates of identical
+//! configs succeed on the server, consumer requests use create-or-update, and a
+//! create that loses a race to a different config (10058) is re-planned
+//! against what won, a bounded number of times.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::plan::{plan, plan_stream, Action, Change, Plan, PlanOptions};
+use super::schema::Version;
+use super::Topology;
+use crate::error::{ApiError, Error, ErrorKind, Result};
+
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+const RACE_RETRIES: usize = 5;
+
+/// A consumer on the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveConsumer {
+    pub name: String,
+    /// The consumer info as the server returned it (`config`, `num_pending`...),
+    /// or `{"config": ...}` when built from a config alone.
+    pub info: Value,
+}
+
+impl LiveConsumer {
+    /// From a consumer info (`{"config": ...}`) or a bare consumer config.
+    pub fn new(info_or_config: Value) -> LiveConsumer {
+        let info = if info_or_config.get("config").is_some_and(Value::is_object) {
+            info_or_config
+        } else {
+            json!({ "config": info_or_config })
+        };
+        let cfg = &info["config"];
+        let name = cfg
+            .get("durable_name")
+            .or_else(|| cfg.get("name"))
+            .or_else(|| info.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        LiveConsumer { name, info }
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.info["config"]
+    }
+
+    pub fn config_map(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        self.info["config"]
+            .as_object()
+            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+    }
+}
+
+/// A stream on the server with its consumers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveStream {
+    pub name: String,
+    /// The stream info as the server returned it (`config`, `state`...), or
+    /// `{"config": ...}` when built from a config alone.
+    pub info: Value,
+    pub consumers: Vec<LiveConsumer>,
+}
+
+impl LiveStream {
+    /// From a stream info (`{"config": ...}`) or a bare stream config, plus consumers.
+    pub fn new(info_or_config: Value, consumers: Vec<Value>) -> LiveStream {
+        let info = if info_or_config.get("config").is_some_and(Value::is_object) {
+            info_or_config
+        } else {
+            json!({ "config": info_or_config })
+        };
+        let name = info["config"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        LiveStream {
+            name,
+            info,
+            consumers: consumers.into_iter().map(LiveConsumer::new).collect(),
+        }
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.info["config"]
+    }
+
+    pub fn config_map(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        self.info["config"]
+            .as_object()
+            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+    }
+
+    pub fn consumer(&self, name: &str) -> Option<&LiveConsumer> {
+        self.consumers.iter().find(|c| c.name == name)
+    }
+}
+
+/// What the server has: its version and every stream with its consumers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LiveState {
+    pub server_version: String,
+    pub streams: Vec<LiveStream>,
+}
+
+impl LiveState {
+    pub fn new(server_version: impl Into<String>) -> LiveState {
+        LiveState {
+            server_version: server_version.into(),
+            streams: Vec::new(),
+        }
+    }
+
+    /// Add a stream (info or bare config) with its consumers (infos or configs).
+    pub fn with_stream(mut self, config: Value, consumers: Vec<Value>) -> LiveState {
+        self.streams.push(LiveStream::new(config, consumers));
+        self
+    }
+
+    pub fn stream(&self, name: &str) -> Option<&LiveStream> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
+    pub fn version(&self) -> Version {
+        Version::parse(&self.server_version)
+    }
+}
+
+/// Options for [`apply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Apply changes that can lose messages (lowered limits, retention switches...).
+    pub allow_destructive: bool,
+}
+
+async fn api(client: &async_nats::Client, subject: &str, body: &Value) -> Result<Value> {
+    let payload = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(serde_json::to_vec(body).map_err(|e| Error::invalid(e.to_string()))?)
+    };
+    let request = async_nats::client::Request::new()
+        .payload(payload)
+        .timeout(Some(API_TIMEOUT));
+    let what = format!("JetStream API {subject}");
+    let msg = client
+        .send_request(format!("$JS.API.{subject}"), request)
+        .await
+        .map_err(|e| {
+            use async_nats::RequestErrorKind as K;
+            match e.kind() {
+                K::TimedOut => Error::timeout(&what),
+                K::NoResponders => Error::new(
+                    ErrorKind::NoResponders,
+                    format!("{what}: no responders (is JetStream enabled on the server?)"),
+                ),
+                _ => Error::new(ErrorKind::Connect, format!("{what}: {e}")),
+            }
+        })?;
+    let value: Value = serde_json::from_slice(&msg.payload).map_err(|e| {
+        Error::new(
+            ErrorKind::JetStream,
+            format!("{what}: unreadable answer: {e}"),
+        )
+    })?;
+    if let Some(err) = value.get("error").filter(|e| e.is_object()) {
+        let api: ApiError = serde_json::from_value(err.clone()).unwrap_or(ApiError {
+            code: 0,
+            err_code: 0,
+            description: err.to_string(),
+        });
+        return Err(Error::api(what, api));
+    }
+    Ok(value)
+}
+
+fn err_code(e: &Error) -> Option<u16> {
+    e.api.as_ref().map(|a| a.err_code)
+}
+
+/// Page through a list API (`offset`/`total`), collecting the `key` arrays.
+async fn list_all(client: &async_nats::Client, subject: &str, key: &str) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    loop {
+        let page = api(client, subject, &json!({"offset": out.len()})).await?;
+        let items = page
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let total = page.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if items.is_empty() {
+            break;
+        }
+        out.extend(items);
+        if out.len() >= total {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+async fn fetch_consumers(client: &async_nats::Client, stream: &str) -> Result<Vec<Value>> {
+    list_all(client, &format!("CONSUMER.LIST.{stream}"), "consumers").await
+}
+
+/// Read every stream and consumer from the server.
+pub async fn fetch_live(client: &async_nats::Client) -> Result<LiveState> {
+    let infos = list_all(client, "STREAM.LIST", "streams").await?;
+    let mut live = LiveState::new(client.server_info().version);
+    for info in infos {
+        let name = info["config"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let consumers = match fetch_consumers(client, &name).await {
+            Ok(c) => c,
+            // deleted between the two calls
+            Err(e) if err_code(&e) == Some(10059) => continue,
+            Err(e) => return Err(e),
+        };
+        live.streams.push(LiveStream::new(info, consumers));
+    }
+    live.streams.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(live)
+}
+
+/// Fetch one stream (None when it does not exist).
+async fn fetch_stream(client: &async_nats::Client, name: &str) -> Result<Option<LiveStream>> {
+    match api(client, &format!("STREAM.INFO.{name}"), &Value::Null).await {
+        Ok(info) => {
+            let consumers = fetch_consumers(client, name).await?;
+            Ok(Some(LiveStream::new(info, consumers)))
+        }
+        Err(e) if err_code(&e) == Some(10059) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The plan for `topology` against the server, changing nothing.
+pub async fn plan_live(
+    client: &async_nats::Client,
+    topology: &Topology,
+    opts: &PlanOptions,
+) -> Result<Plan> {
+    let live = fetch_live(client).await?;
+    Ok(plan(topology, &live, opts))
+}
+
+fn refusal(plan: &Plan, allow_destructive: bool) -> Option<Error> {
+    let refused = plan.refused(allow_destructive);
+    if refused.is_empty() {
+        return None;
+    }
+    let mut message = format!(
+        "apply refused {} change{}; nothing was changed on the server:",
+        refused.len(),
+        if refused.len() == 1 { "" } else { "s" }
+    );
+    for c in &refused {
+        let what = match &c.consumer {
+            Some(con) => format!("consumer {} > {con}", c.stream),
+            None => format!("stream {}", c.stream),
+        };
+        let fields: Vec<String> = c
+            .diff
+            .iter()
+            .map(|(k, (l, d))| format!("{k} {} -> {}", short(l), short(d)))
+            .collect();
+        let label = if c.action == Action::Blocked {
+            "blocked"
+        } else {
+            "destructive (pass allow_destructive / --allow-destructive to apply it)"
+        };
+        message.push_str(&format!("\n  {what}: {label}"));
+        if !fields.is_empty() {
+            message.push_str(&format!(": {}", fields.join(", ")));
+        }
+        if let Some(r) = &c.reason {
+            message.push_str(&format!("\n    why: {r}"));
+        }
+    }
+    Some(Error::new(ErrorKind::Apply, message).with_plan(plan.to_value()))
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "(none)".into(),
+        other => other.to_string(),
+    }
+}
+
+fn apply_error(mut e: Error, what: &str, plan: &Plan) -> Error {
+    if e.api.is_some() {
+        e.kind = ErrorKind::Apply;
+        e.message = format!("{what}: {}", e.message);
+    }
+    e.with_plan(plan.to_value())
+}
+
+/// Make the server match `topology`: create what is missing, update what
+/// differs, never delete. Refuses (before sending anything) when a change is
+/// blocked, or destructive without `allow_destructive`. Returns the plan that
+/// was carried out.
+pub async fn apply(
+    client: &async_nats::Client,
+    topology: &Topology,
+    opts: &ApplyOptions,
+) -> Result<Plan> {
+    let plan_opts = PlanOptions {
+        allow_destructive: opts.allow_destructive,
+    };
+    let live = fetch_live(client).await?;
+    let mut plan = plan(topology, &live, &plan_opts);
+    if let Some(e) = refusal(&plan, opts.allow_destructive) {
+        return Err(e);
+    }
+    let version = live.version();
+    let foreign: Vec<(String, String)> = Vec::new();
+
+    // Streams first (updates before creates, so subjects moved from one
+    // stream to another are free before the new owner claims them), then
+    // consumers, whose streams now exist.
+    let mut order: Vec<usize> = (0..plan.changes.len())
+        .filter(|&i| plan.changes[i].consumer.is_none())
+        .collect();
+    order.sort_by_key(|&i| match plan.changes[i].action {
+        Action::Update | Action::Destructive => 0,
+        _ => 1,
+    });
+    for i in order {
+        let change = plan.changes[i].clone();
+        if !matches!(
+            change.action,
+            Action::Create | Action::Update | Action::Destructive
+        ) {
+            continue;
+        }
+        let Some(spec) = topology.stream(&change.stream) else {
+            continue;
+        };
+        let mut current = change;
+        let mut attempt = 0;
+        loop {
+            let result = send_stream(client, &current).await;
+            match result {
+                Ok(()) => break,
+                // Lost a race: someone created it (10058) or deleted it (10059) meanwhile.
+                Err(e)
+                    if attempt < RACE_RETRIES
+                        && matches!(err_code(&e), Some(10058) | Some(10059)) =>
+                {
+                    attempt += 1;
+                    let live_stream = fetch_stream(client, &spec.name).await?;
+                    let (replanned, consumers) =
+                        plan_stream(spec, live_stream.as_ref(), version, &foreign);
+                    // Keep the reported plan truthful about what was done.
+                    plan.changes[i] = replanned.clone();
+                    for c in consumers {
+                        if let Some(slot) = plan
+                            .changes
+                            .iter_mut()
+                            .find(|x| x.stream == c.stream && x.consumer == c.consumer)
+                        {
+                            *slot = c;
+                        }
+                    }
+                    if let Some(e) = refusal(&plan, opts.allow_destructive) {
+                        return Err(e);
+                    }
+                    if !matches!(
+                        replanned.action,
+                        Action::Create | Action::Update | Action::Destructive
+                    ) {
+                        break;
+                    }
+                    current = replanned;
+                }
+                Err(e) => {
+                    let what = format!("{} stream {}", current.action.as_str(), current.stream);
+                    return Err(apply_error(e, &what, &plan));
+                }
+            }
+        }
+    }
+    for i in 0..plan.changes.len() {
+        let change = plan.changes[i].clone();
+        let Some(consumer) = change.consumer.as_deref() else {
+            continue;
+        };
+        if !matches!(
+            change.action,
+            Action::Create | Action::Update | Action::Destructive
+        ) {
+            continue;
+        }
+        let Some(body) = &change.body else { continue };
+        let subject = format!("CONSUMER.CREATE.{}.{consumer}", change.stream);
+        if let Err(e) = api(client, &subject, body).await {
+            let what = format!(
+                "{} consumer {} > {consumer}",
+                change.action.as_str(),
+                change.stream
+            );
+            return Err(apply_error(e, &what, &plan));
+        }
+    }
+    Ok(plan)
+}
+
+async fn send_stream(client: &async_nats::Client, change: &Change) -> Result<()> {
+    let Some(body) = &change.body else {
+        return Ok(());
+    };
+    let verb = if change.action == Action::Create {
+        "CREATE"
+    } else {
+        "UPDATE"
+    };
+    api(client, &format!("STREAM.{verb}.{}", change.stream), body).await?;
+    Ok(())
+}
+
+/// Ok(plan) when the server matches `topology`; otherwise a Drift error carrying the plan.
+pub async fn verify(client: &async_nats::Client, topology: &Topology) -> Result<Plan> {
+    let live = fetch_live(client).await?;
+    let plan = plan(topology, &live, &PlanOptions::default());
+    if !plan.is_pending() {
+        return Ok(plan);
+    }
+    let pending: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| !matches!(c.action, Action::Unchanged | Action::Unmanaged))
+        .map(|c| {
+            let what = match &c.consumer {
+                Some(con) => format!("consumer {} > {con}", c.stream),
+                None => format!("stream {}", c.stream),
+            };
+            let state = if c.action == Action::Create {
+                "missing".to_string()
+            } else {
+                format!(
+                    "differs ({})",
+                    c.diff.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            format!("\n  {what}: {state}")
+        })
+        .collect();
+    let message = format!(
+        "the server does not match the topology:{}",
+        pending.concat()
+    );
+    Err(Error::new(ErrorKind::Drift, message).with_plan(plan.to_value()))
+}
