@@ -247,9 +247,22 @@ pub struct Bus {
     closed: AtomicBool,
     servers: String,
     name: Option<String>,
+    topology: std::sync::Mutex<Option<Arc<natsbus_core::topology::Topology>>>,
 }
 
 impl Bus {
+    fn topology_arg(&self, py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Arc<natsbus_core::topology::Topology>> {
+        match obj {
+            Some(o) if !o.is_none() => crate::topology::resolve(o),
+            _ => self
+                .topology
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .ok_or_else(|| to_pyerr(py, &crate::topology::no_topology())),
+        }
+    }
+
     fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(to_pyerr(py, &Error::closed()))
@@ -577,6 +590,103 @@ impl Bus {
         })
     }
 
+    /// Use `topology` for `ensure_streams()`/`plan()`/`verify()` without arguments.
+    fn _set_topology(&self, topology: &Bound<'_, PyAny>) -> PyResult<()> {
+        let t = crate::topology::resolve(topology)?;
+        *self.topology.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        Ok(())
+    }
+
+    /// The topology given to `connect(topology=...)`, if any.
+    #[getter]
+    fn topology(&self, py: Python<'_>) -> PyResult<Option<Py<crate::topology::Topology>>> {
+        let t = self.topology.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        t.map(|inner| Py::new(py, crate::topology::Topology { inner })).transpose()
+    }
+
+    /// What applying `topology` would do, against the live server. Changes nothing.
+    #[pyo3(signature = (topology=None, *, allow_destructive=false))]
+    fn plan(&self, py: Python<'_>, topology: Option<&Bound<'_, PyAny>>, allow_destructive: bool) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let t = self.topology_arg(py, topology)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let opts = natsbus_core::topology::PlanOptions { allow_destructive };
+            let plan = natsbus_core::topology::apply::plan_live(&client, &t, &opts).await?;
+            Ok(crate::topology::PlanOut(plan, opts))
+        })
+    }
+
+    /// Create and update streams and consumers so the server matches the
+    /// topology. Idempotent; never deletes; refuses blocked changes (and,
+    /// unless `allow_destructive`, changes that can lose data) with
+    /// `ApplyError` before changing anything. Returns the executed plan.
+    #[pyo3(signature = (topology=None, *, allow_destructive=false))]
+    fn ensure_streams(&self, py: Python<'_>, topology: Option<&Bound<'_, PyAny>>, allow_destructive: bool) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let t = self.topology_arg(py, topology)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let opts = natsbus_core::topology::ApplyOptions { allow_destructive };
+            let plan = natsbus_core::topology::apply(&client, &t, &opts).await?;
+            Ok(crate::topology::PlanOut(plan, natsbus_core::topology::PlanOptions { allow_destructive }))
+        })
+    }
+
+    /// Check the live server matches the topology; raises `DriftError`
+    /// (with `.plan`) when it does not. Returns the (empty) plan.
+    #[pyo3(signature = (topology=None))]
+    fn verify(&self, py: Python<'_>, topology: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let t = self.topology_arg(py, topology)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let plan = natsbus_core::topology::verify(&client, &t).await?;
+            Ok(crate::topology::PlanOut(plan, natsbus_core::topology::PlanOptions::default()))
+        })
+    }
+
+    /// The live streams (all, or those named) and their consumers as a
+    /// topology dict that `Topology.from_dict` loads back.
+    #[pyo3(signature = (streams=None))]
+    fn export(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let only = crate::topology::names(streams)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let live = natsbus_core::topology::fetch_live(&client).await?;
+            check_exported(&live, &only)?;
+            Ok(JsonValue(natsbus_core::topology::export(&live, &only)))
+        })
+    }
+
+    /// Like `export`, rendered as YAML text.
+    #[pyo3(signature = (streams=None))]
+    fn export_yaml(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let only = crate::topology::names(streams)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let live = natsbus_core::topology::fetch_live(&client).await?;
+            check_exported(&live, &only)?;
+            let text = natsbus_core::topology::export_yaml(&live, &only);
+            Ok(WithPy(move |py: Python<'_>| Ok(PyString::new(py, &text).into_any().unbind())))
+        })
+    }
+
+    /// Streams (messages, bytes, subjects) and their consumers (pending, ack
+    /// pending, redelivered) as a dict; `streams` limits it to those named.
+    #[pyo3(signature = (streams=None))]
+    fn status(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let only = crate::topology::names(streams)?;
+        let client = self.client.clone();
+        self.completer.spawn(py, async move {
+            let live = natsbus_core::topology::fetch_live(&client).await?;
+            Ok(JsonValue(crate::topology::status_value(&live, &only)))
+        })
+    }
+
     /// A health snapshot: connection, server version, rtt, JetStream and counts.
     #[pyo3(signature = (timeout=2.0))]
     fn health(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
@@ -693,6 +803,15 @@ impl Bus {
             None => format!("<natsbus.Bus servers={:?} {state}>", self.servers),
         }
     }
+}
+
+fn check_exported(live: &natsbus_core::topology::LiveState, only: &[String]) -> Result<(), Error> {
+    for name in only {
+        if live.stream(name).is_none() {
+            return Err(Error::new(ErrorKind::StreamNotFound, format!("stream {name:?} not found")));
+        }
+    }
+    Ok(())
 }
 
 /// A JSON answer delivered as Python objects.
@@ -949,6 +1068,7 @@ pub fn connect(
                 closed: AtomicBool::new(false),
                 servers,
                 name,
+                topology: std::sync::Mutex::new(None),
             };
             Ok(Py::new(py, bus)?.into_any())
         }))

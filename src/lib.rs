@@ -8,6 +8,7 @@ mod codec;
 mod errors;
 mod message;
 mod runtime;
+mod topology;
 
 #[pymodule]
 fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,6 +18,7 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bus::Health>()?;
     m.add_class::<bus::MessageSource>()?;
     m.add_class::<message::Message>()?;
+    m.add_class::<topology::Topology>()?;
     m.add_class::<runtime::Ready>()?;
     m.add_class::<runtime::DrainCallback>()?;
     m.add_function(wrap_pyfunction!(bus::connect, m)?)?;

@@ -40,6 +40,7 @@ from ._natsbus import (
     PubAck,
     StreamNotFoundError,
     TimeoutError,
+    Topology,
     TopologyError,
     __version__,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "Service",
     "StreamNotFoundError",
     "TimeoutError",
+    "Topology",
     "TopologyError",
     "__version__",
     "connect",

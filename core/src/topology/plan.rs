@@ -128,7 +128,7 @@ impl Plan {
                 })
             })
             .collect();
-        json!({"pending": self.is_pending(), "changes": changes})
+        json!({"pending": self.is_pending(), "changes": changes, "text": self.render()})
     }
 
     /// A terminal rendering, one line per change and one per changed field.

@@ -1,0 +1,21 @@
+"""Topology arguments: a path, a dict or a ``Topology``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._natsbus import InvalidArgumentError, Topology
+
+
+def as_topology(obj: Any) -> Topology:
+    """Validate ``obj`` (path, dict or ``Topology``) into a ``Topology``."""
+    if isinstance(obj, Topology):
+        return obj
+    if isinstance(obj, dict):
+        return Topology.from_dict(obj)
+    if isinstance(obj, (str, os.PathLike)):
+        return Topology.load(os.fspath(obj))
+    raise InvalidArgumentError(
+        f"topology must be a path, a dict or a natsbus.Topology, not {type(obj).__name__}"
+    )
