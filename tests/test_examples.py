@@ -1,0 +1,291 @@
+"""The seed-system examples under examples/: topologies validate and apply
+idempotently, and each ``agents.main(url)`` runs its flow end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import message_count, stored
+
+import natsbus
+from natsbus.testing import NatsCluster, NatsServer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SYSTEMS = ["agentic_platform", "observability_agent", "aivo", "aigentflow", "iot_pulse"]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def load_agents(system: str) -> ModuleType:
+    """Import examples/<system>/agents.py by path (examples/ is not a package)."""
+    name = f"natsbus_example_{system}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / system / "agents.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pydantic resolve annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def topology(system: str, file: str = "topology.yaml") -> Path:
+    return EXAMPLES / system / file
+
+
+async def consumer_counts(bus: natsbus.Bus, stream: str, durable: str) -> tuple[int, int]:
+    info = await bus.consumer_info(stream, durable)
+    return info["num_pending"], info["num_ack_pending"]
+
+
+async def apply_twice(url: str, path: Path) -> None:
+    """The first ensure_streams creates everything; the second plans nothing."""
+    topo = natsbus.Topology.load(path)
+    async with natsbus.connect(url, name="pytest", topology=path) as bus:
+        first = await bus.ensure_streams()
+        assert {c.action for c in first.changes} == {"create"}
+        assert len(first.changes) == len(topo.streams) + len(topo.consumers)
+        second = await bus.ensure_streams()
+        assert not second.pending, str(second)
+        await bus.verify()  # live matches the file
+
+
+# ---------------------------------------------------------------- topologies
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_topology_validates(system: str) -> None:
+    topo = natsbus.Topology.load(topology(system))
+    assert topo.streams
+    assert topo.source is not None
+
+
+def test_every_example_has_main() -> None:
+    for system in SYSTEMS:
+        assert callable(load_agents(system).main), system
+
+
+def test_observability_original_topology_overlaps_are_reported() -> None:
+    with pytest.raises(natsbus.TopologyError) as caught:
+        natsbus.Topology.load(topology("observability_agent", "topology.original.yaml"))
+    problems = caught.value.problems
+    by_field = {p.field: p for p in problems}
+    assert set(by_field) == {
+        "streams.ROOT_CAUSE.subjects.1",
+        "streams.RUNBOOK_EXECUTIONS.subjects.0",
+    }
+    rc = by_field["streams.ROOT_CAUSE.subjects.1"]
+    assert '"root_cause_result"' in rc.message and "RESPONSES" in rc.message
+    rb = by_field["streams.RUNBOOK_EXECUTIONS.subjects.0"]
+    assert '"runbook.execute"' in rb.message and '"runbook.*"' in rb.message
+    for p in problems:
+        assert p.file is not None and p.file.endswith("topology.original.yaml")
+        assert p.line is not None
+
+
+def test_observability_fixed_topology_keeps_every_stream() -> None:
+    fixed = natsbus.Topology.load(topology("observability_agent")).to_dict()["streams"]
+    assert len(fixed) == 14
+    owners = [name for name, s in fixed.items() if "root_cause_result" in s["subjects"]]
+    assert owners == ["RESPONSES"]
+    assert set(fixed["RUNBOOK_EXECUTIONS"]["subjects"]) == {"runbook.execute", "runbook.status.*"}
+    for stream in fixed.values():  # the seed's shared limits, via the YAML merge key
+        assert stream["storage"] == "memory" and stream["max_msgs"] == 10000
+        assert stream.get("consumers", {}).keys() <= {
+            "orchestrator",
+            *fixed["AGENT_TASKS"]["subjects"],
+        }
+    assert "consumers" not in fixed["METRICS"]
+
+
+# ---------------------------------------------------------------- agentic platform
+
+
+async def test_agentic_platform(
+    fresh_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = fresh_server.url
+    await apply_twice(url, topology("agentic_platform"))
+    await load_agents("agentic_platform").main(url)
+    out = capsys.readouterr().out
+    assert "wf-2: tool not ready, retrying (nak)" in out
+    assert "wf-2: triage-alert finished (delivery 2)" in out
+    assert "duplicate=True" in out
+
+    async with natsbus.connect(url) as bus:
+        # Work queue: every workflow acked, so none is left; wf-2 was delivered twice.
+        assert await message_count(bus, "WORKFLOWS") == 0
+        assert await consumer_counts(bus, "WORKFLOWS", "workflow-processor") == (0, 0)
+        info = await bus.consumer_info("WORKFLOWS", "workflow-processor")
+        assert info["delivered"]["consumer_seq"] == 4
+        # Analytics read only the 240 metrics; EVENTS keeps everything (limits).
+        assert await message_count(bus, "EVENTS") == 241
+        assert await consumer_counts(bus, "EVENTS", "event-analytics") == (0, 0)
+        assert (await bus.consumer_info("EVENTS", "event-analytics"))["delivered"][
+            "consumer_seq"
+        ] == 240
+        # Nobody is attached to the push consumer: everything waits for it.
+        assert (await bus.consumer_info("EVENTS", "event-logger"))["num_pending"] == 241
+        # The command was stored once and executed once.
+        commands = await bus.stream_info("COMMANDS")
+        assert commands["state"]["last_seq"] == 1 and commands["state"]["messages"] == 0
+        # Interest retention keeps the notification for its (push) dispatcher.
+        assert await message_count(bus, "NOTIFICATIONS") == 1
+        assert await message_count(bus, "LOGS") == 1
+
+
+# ---------------------------------------------------------------- observability agent
+
+
+async def test_observability_agent(
+    fresh_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = fresh_server.url
+    await apply_twice(url, topology("observability_agent"))
+    agents = load_agents("observability_agent")
+    await agents.main(url)
+    out = capsys.readouterr().out
+    assert "orchestrator: alert A-1042 [critical]" in out
+    assert "orchestrator: root cause 'bad deploy (payment-service v2.4.1" in out
+    for name in agents.SPECIALISTS:
+        assert f"  {name}: {agents.FINDINGS[name]}" in out
+
+    async with natsbus.connect(url) as bus:
+        assert await message_count(bus, "ALERTS") == 1
+        assert await consumer_counts(bus, "ALERTS", "orchestrator") == (0, 0)
+        assert await message_count(bus, "AGENT_TASKS") == 4
+        for name in agents.SPECIALISTS:
+            assert await consumer_counts(bus, "AGENT_TASKS", name) == (0, 0)
+            info = await bus.consumer_info("AGENT_TASKS", name)
+            assert info["delivered"]["consumer_seq"] == 1  # its own task only
+        # Four answers for the orchestrator plus the recorded root cause.
+        assert await message_count(bus, "RESPONSES") == 5
+        assert await consumer_counts(bus, "RESPONSES", "orchestrator") == (0, 0)
+        subject, data, _ = await stored(bus, "RESPONSES", 5)
+        assert subject == "root_cause_result"
+        verdict = json.loads(data)
+        assert verdict["alert_id"] == "A-1042" and verdict["confidence"] == 0.9
+        assert len(verdict["evidence"]) == 4
+        # The request/reply subject is not captured by any stream.
+        assert await message_count(bus, "ROOT_CAUSE") == 0
+        assert await message_count(bus, "NOTIFICATIONS") == 1
+
+
+# ---------------------------------------------------------------- AIVO (3-node cluster)
+
+
+@pytest.fixture
+def aivo_cluster() -> Iterator[NatsCluster]:
+    with NatsCluster(3) as cluster:
+        yield cluster
+
+
+async def test_aivo_on_a_cluster(
+    aivo_cluster: NatsCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = aivo_cluster.url
+    await apply_twice(url, topology("aivo"))
+    await load_agents("aivo").main(url)
+    out = capsys.readouterr().out
+    assert "dead-lettered LEARNING#3 after 5 deliveries" in out
+    assert "dead-lettered HOMEWORK#2 after 1 deliveries" in out
+
+    async with natsbus.connect(aivo_cluster.urls) as bus:
+        for stream in ("LEARNING", "FOCUS", "HOMEWORK", "RECOMMENDATION", "DLQ"):
+            info = await bus.stream_info(stream)
+            assert info["config"]["num_replicas"] == 3
+            assert len(info["cluster"]["replicas"]) == 2, stream
+        for stream in ("LEARNING", "FOCUS", "HOMEWORK", "RECOMMENDATION"):
+            assert await consumer_counts(bus, stream, "indexer") == (0, 0), stream
+        for stream in ("LEARNING", "FOCUS"):
+            assert await consumer_counts(bus, stream, "analytics") == (0, 0), stream
+        # Streams keep their events (limits retention), poison ones included.
+        assert await message_count(bus, "LEARNING") == 3
+        assert await message_count(bus, "FOCUS") == 51
+
+        # The DLQ holds both poison events, unchanged, with where they came from.
+        assert await message_count(bus, "DLQ") == 2
+        dead: dict[str, tuple[str, bytes, dict[str, str]]] = {}
+        for seq in (1, 2):
+            subject, data, headers = await stored(bus, "DLQ", seq)
+            dead[headers["Dlq-Source-Stream"]] = (subject, data, headers)
+        subject, data, headers = dead["LEARNING"]
+        assert subject == "dlq.learning"
+        assert json.loads(data)["duration_ms"] == -5
+        assert headers["Dlq-Source-Subject"] == "learning.activity.completed"
+        assert headers["Dlq-Source-Seq"] == "3"
+        assert headers["Dlq-Consumer"] == "indexer"
+        assert headers["Dlq-Deliveries"] == "5"
+        assert "check constraint" in headers["Dlq-Error"]
+        subject, data, headers = dead["HOMEWORK"]
+        assert subject == "dlq.homework" and data == b"\x00 not json"
+        assert headers["Dlq-Deliveries"] == "1"
+        # term() stopped redelivery: nothing of LEARNING is waiting on a redelivery.
+        info = await bus.consumer_info("LEARNING", "indexer")
+        assert info["num_redelivered"] == 0
+        assert info["ack_floor"]["stream_seq"] == 3
+
+
+# ---------------------------------------------------------------- aigentflow
+
+
+async def test_aigentflow(fresh_server: NatsServer, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pydantic", minversion="2.11")
+    url = fresh_server.url
+    await apply_twice(url, topology("aigentflow"))
+    await load_agents("aigentflow").main(url)
+    out = capsys.readouterr().out
+    assert "health: up" in out
+    assert "planner replied: ['research release notes', 'draft release notes', 'review']" in out
+    assert "subscriber handled 3 events" in out
+    assert "after restart the subscriber handled 2 events" in out
+    assert "on-call paged: task" in out
+
+    async with natsbus.connect(url) as bus:
+        assert await message_count(bus, "AGENT_EVENTS") == 3
+        assert await message_count(bus, "TASK_EVENTS") == 2
+        assert await message_count(bus, "AUDIT_EVENTS") == 1
+        for stream, durable in [
+            ("AGENT_EVENTS", "api-agent-consumer"),
+            ("AGENT_EVENTS", "api-workflow-consumer"),
+            ("TASK_EVENTS", "api-task-consumer"),
+        ]:
+            assert await consumer_counts(bus, stream, durable) == (0, 0), durable
+        # camelCase on the wire, as the TypeScript services expect.
+        subject, data, headers = await stored(bus, "TASK_EVENTS", 1)
+        assert subject == "task.research.created"
+        event: dict[str, Any] = json.loads(data)
+        assert {"tenantId", "taskId", "taskType", "timestamp", "source"} <= event.keys()
+        assert headers["Nats-Msg-Id"] == event["id"]
+
+
+# ---------------------------------------------------------------- OpsConductor-Pulse IoT
+
+
+async def test_iot_pulse(fresh_server: NatsServer, capsys: pytest.CaptureFixture[str]) -> None:
+    url = fresh_server.url
+    await apply_twice(url, topology("iot_pulse"))
+    await load_agents("iot_pulse").main(url)
+    out = capsys.readouterr().out
+    assert "ingest: 625 received, 600 stored" in out
+    assert "routes: 2 delivered, 1 given up" in out
+
+    async with natsbus.connect(url) as bus:
+        # The 25 retried readings were dropped as duplicates.
+        assert await message_count(bus, "TELEMETRY") == 600
+        assert await consumer_counts(bus, "TELEMETRY", "ingest-workers") == (0, 0)
+        assert await message_count(bus, "SHADOW") == 1
+        assert await message_count(bus, "COMMANDS") == 1
+        # Work queue: delivered jobs were acked, the failing one terminated.
+        routes = await bus.stream_info("ROUTES")
+        assert routes["state"]["messages"] == 0 and routes["state"]["last_seq"] == 3
+        info = await bus.consumer_info("ROUTES", "route-delivery")
+        assert (info["num_pending"], info["num_ack_pending"]) == (0, 0)
+        assert info["delivered"]["consumer_seq"] == 5  # 3 jobs + 2 retries
