@@ -251,7 +251,11 @@ pub struct Bus {
 }
 
 impl Bus {
-    fn topology_arg(&self, py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Arc<natsbus_core::topology::Topology>> {
+    fn topology_arg(
+        &self,
+        py: Python<'_>,
+        obj: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Arc<natsbus_core::topology::Topology>> {
         match obj {
             Some(o) if !o.is_none() => crate::topology::resolve(o),
             _ => self
@@ -600,13 +604,23 @@ impl Bus {
     /// The topology given to `connect(topology=...)`, if any.
     #[getter]
     fn topology(&self, py: Python<'_>) -> PyResult<Option<Py<crate::topology::Topology>>> {
-        let t = self.topology.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        t.map(|inner| Py::new(py, crate::topology::Topology { inner })).transpose()
+        let t = self
+            .topology
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        t.map(|inner| Py::new(py, crate::topology::Topology { inner }))
+            .transpose()
     }
 
     /// What applying `topology` would do, against the live server. Changes nothing.
     #[pyo3(signature = (topology=None, *, allow_destructive=false))]
-    fn plan(&self, py: Python<'_>, topology: Option<&Bound<'_, PyAny>>, allow_destructive: bool) -> PyResult<Py<PyAny>> {
+    fn plan(
+        &self,
+        py: Python<'_>,
+        topology: Option<&Bound<'_, PyAny>>,
+        allow_destructive: bool,
+    ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
         let client = self.client.clone();
@@ -622,14 +636,22 @@ impl Bus {
     /// unless `allow_destructive`, changes that can lose data) with
     /// `ApplyError` before changing anything. Returns the executed plan.
     #[pyo3(signature = (topology=None, *, allow_destructive=false))]
-    fn ensure_streams(&self, py: Python<'_>, topology: Option<&Bound<'_, PyAny>>, allow_destructive: bool) -> PyResult<Py<PyAny>> {
+    fn ensure_streams(
+        &self,
+        py: Python<'_>,
+        topology: Option<&Bound<'_, PyAny>>,
+        allow_destructive: bool,
+    ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
         let client = self.client.clone();
         self.completer.spawn(py, async move {
             let opts = natsbus_core::topology::ApplyOptions { allow_destructive };
             let plan = natsbus_core::topology::apply(&client, &t, &opts).await?;
-            Ok(crate::topology::PlanOut(plan, natsbus_core::topology::PlanOptions { allow_destructive }))
+            Ok(crate::topology::PlanOut(
+                plan,
+                natsbus_core::topology::PlanOptions { allow_destructive },
+            ))
         })
     }
 
@@ -642,7 +664,10 @@ impl Bus {
         let client = self.client.clone();
         self.completer.spawn(py, async move {
             let plan = natsbus_core::topology::verify(&client, &t).await?;
-            Ok(crate::topology::PlanOut(plan, natsbus_core::topology::PlanOptions::default()))
+            Ok(crate::topology::PlanOut(
+                plan,
+                natsbus_core::topology::PlanOptions::default(),
+            ))
         })
     }
 
@@ -662,7 +687,11 @@ impl Bus {
 
     /// Like `export`, rendered as YAML text.
     #[pyo3(signature = (streams=None))]
-    fn export_yaml(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn export_yaml(
+        &self,
+        py: Python<'_>,
+        streams: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let only = crate::topology::names(streams)?;
         let client = self.client.clone();
@@ -670,7 +699,9 @@ impl Bus {
             let live = natsbus_core::topology::fetch_live(&client).await?;
             check_exported(&live, &only)?;
             let text = natsbus_core::topology::export_yaml(&live, &only);
-            Ok(WithPy(move |py: Python<'_>| Ok(PyString::new(py, &text).into_any().unbind())))
+            Ok(WithPy(move |py: Python<'_>| {
+                Ok(PyString::new(py, &text).into_any().unbind())
+            }))
         })
     }
 
@@ -808,7 +839,10 @@ impl Bus {
 fn check_exported(live: &natsbus_core::topology::LiveState, only: &[String]) -> Result<(), Error> {
     for name in only {
         if live.stream(name).is_none() {
-            return Err(Error::new(ErrorKind::StreamNotFound, format!("stream {name:?} not found")));
+            return Err(Error::new(
+                ErrorKind::StreamNotFound,
+                format!("stream {name:?} not found"),
+            ));
         }
     }
     Ok(())
@@ -941,7 +975,11 @@ impl MessageSource {
     /// Stop receiving. Buffered messages that were never handed out are
     /// released (nak) so the server redelivers them promptly; queued acks
     /// are flushed before the returned future resolves.
-    fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// Messages in `release` (taken from this source but never handed to
+    /// the user) are released too, after the subscription is gone, so their
+    /// redelivery cannot land on one of our own outstanding pull requests.
+    #[pyo3(signature = (release=Vec::new()))]
+    fn close(&self, py: Python<'_>, release: Vec<Py<Message>>) -> PyResult<Py<PyAny>> {
         let Some(ack) = self.ack.clone() else {
             return Ok(py.None());
         };
@@ -959,8 +997,14 @@ impl MessageSource {
                     Message::release(&acker, &m);
                 }
             }
+            for m in &release {
+                m.get().release_unsettled();
+            }
             acker.flush().await;
-            Ok(())
+            Ok(WithPy(move |py: Python<'_>| {
+                drop(release);
+                Ok(py.None())
+            }))
         })
     }
 }

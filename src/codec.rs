@@ -9,8 +9,6 @@
 //!
 //! Decoding builds Python objects directly from the JSON tokens.
 
-use std::fmt::Write as _;
-
 use bytes::Bytes;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -60,13 +58,73 @@ fn known(py: Python<'_>) -> PyResult<&Known> {
     })
 }
 
-fn encode_error(path: &str, msg: impl std::fmt::Display) -> Error {
-    let at = if path.is_empty() {
-        "payload".to_string()
-    } else {
-        format!("payload{path}")
-    };
-    Error::new(ErrorKind::Encode, format!("{at}: {msg}"))
+/// An encoding failure; the path to the failing value is collected while
+/// the error travels up (so a successful encode never formats a path).
+struct EncodeFailure {
+    path_rev: Vec<String>,
+    message: String,
+}
+
+impl EncodeFailure {
+    fn new(message: impl std::fmt::Display) -> Self {
+        EncodeFailure {
+            path_rev: Vec::new(),
+            message: message.to_string(),
+        }
+    }
+
+    fn at_key(mut self, key: &str) -> Self {
+        self.path_rev.push(format!(
+            "['{}']",
+            key.replace('\\', "\\\\").replace('\'', "\\'")
+        ));
+        self
+    }
+
+    fn at_index(mut self, i: usize) -> Self {
+        self.path_rev.push(format!("[{i}]"));
+        self
+    }
+
+    fn at_attr(mut self, name: &str) -> Self {
+        self.path_rev.push(format!(".{name}"));
+        self
+    }
+
+    fn into_error(self) -> Error {
+        let mut path = String::from("payload");
+        for seg in self.path_rev.iter().rev() {
+            path.push_str(seg);
+        }
+        Error::new(ErrorKind::Encode, format!("{path}: {}", self.message))
+    }
+}
+
+type Enc<T = ()> = Result<T, EncodeFailure>;
+
+extern "C" {
+    // Part of CPython's C API since 3.3 (in the limited API from 3.10); the
+    // abi3-py39 bindings leave it out, but every CPython we load in exports it.
+    fn PyUnicode_AsUTF8AndSize(
+        unicode: *mut pyo3::ffi::PyObject,
+        size: *mut pyo3::ffi::Py_ssize_t,
+    ) -> *const std::os::raw::c_char;
+}
+
+/// The UTF-8 text of a str without copying it (CPython caches it in the object).
+fn utf8<'a>(s: &'a Bound<'_, PyString>) -> Enc<&'a str> {
+    let mut size: pyo3::ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a live str object (we hold a reference through `'a`);
+    // the returned buffer belongs to it and lives as long as it does.
+    unsafe {
+        let data = PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size);
+        if data.is_null() {
+            let err = PyErr::fetch(s.py());
+            return Err(EncodeFailure::new(err));
+        }
+        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
+        Ok(std::str::from_utf8_unchecked(bytes))
+    }
 }
 
 /// Encode a payload for publish/request/reply.
@@ -78,9 +136,9 @@ pub fn encode(obj: &Bound<'_, PyAny>) -> Result<Encoded, Error> {
         });
     }
     if let Ok(s) = obj.cast_exact::<PyString>() {
-        let text = s.to_cow().map_err(|e| encode_error("", e))?;
+        let text = utf8(s).map_err(EncodeFailure::into_error)?;
         return Ok(Encoded {
-            payload: Bytes::from(text.into_owned()),
+            payload: Bytes::copy_from_slice(text.as_bytes()),
             is_json: false,
         });
     }
@@ -94,7 +152,7 @@ pub fn encode(obj: &Bound<'_, PyAny>) -> Result<Encoded, Error> {
         let bytes = obj
             .call_method0("tobytes")
             .and_then(|b| b.extract::<Vec<u8>>())
-            .map_err(|e| encode_error("", e))?;
+            .map_err(|e| EncodeFailure::new(e).into_error())?;
         return Ok(Encoded {
             payload: Bytes::from(bytes),
             is_json: false,
@@ -102,18 +160,20 @@ pub fn encode(obj: &Bound<'_, PyAny>) -> Result<Encoded, Error> {
     }
     // A pydantic model serialises itself, in Rust, faster than any walk.
     if is_pydantic_model(obj) {
-        if let Ok(dump) = obj.getattr(pyo3::intern!(obj.py(), "model_dump_json")) {
-            let s = dump.call0().map_err(|e| encode_error("", e))?;
-            let text: String = s.extract().map_err(|e| encode_error("", e))?;
-            return Ok(Encoded {
-                payload: Bytes::from(text),
-                is_json: true,
-            });
-        }
+        let dumped = obj
+            .call_method0(pyo3::intern!(obj.py(), "model_dump_json"))
+            .map_err(|e| EncodeFailure::new(e).into_error())?;
+        let s = dumped
+            .cast::<PyString>()
+            .map_err(|e| EncodeFailure::new(e).into_error())?;
+        let text = utf8(s).map_err(EncodeFailure::into_error)?;
+        return Ok(Encoded {
+            payload: Bytes::copy_from_slice(text.as_bytes()),
+            is_json: true,
+        });
     }
     let mut out = Vec::with_capacity(256);
-    let mut path = String::new();
-    write_json(obj, &mut out, &mut path, 0)?;
+    write_json(obj, &mut out, 0).map_err(EncodeFailure::into_error)?;
     Ok(Encoded {
         payload: Bytes::from(out),
         is_json: true,
@@ -139,179 +199,188 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn write_json(
-    obj: &Bound<'_, PyAny>,
-    out: &mut Vec<u8>,
-    path: &mut String,
-    depth: usize,
-) -> Result<(), Error> {
+fn write_json(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Enc {
     if depth > MAX_DEPTH {
-        return Err(encode_error(path, "nested too deeply (cycle?)"));
+        return Err(EncodeFailure::new("nested too deeply (cycle?)"));
     }
-    let py = obj.py();
-    if obj.is_none() {
-        out.extend_from_slice(b"null");
+    // The common JSON types first, by exact type (a pointer compare each).
+    if let Ok(s) = obj.cast_exact::<PyString>() {
+        write_str(out, utf8(s)?);
         return Ok(());
     }
-    if let Ok(s) = obj.cast::<PyString>() {
-        write_str(out, &s.to_cow().map_err(|e| encode_error(path, e))?);
+    if let Ok(d) = obj.cast_exact::<PyDict>() {
+        return write_dict(d, out, depth);
+    }
+    if obj.cast_exact::<PyInt>().is_ok() {
+        return write_int(obj, out);
+    }
+    if let Ok(f) = obj.cast_exact::<PyFloat>() {
+        return write_float(f.value(), out);
+    }
+    if let Ok(l) = obj.cast_exact::<PyList>() {
+        return write_seq(l.iter(), out, depth);
+    }
+    if obj.is_none() {
+        out.extend_from_slice(b"null");
         return Ok(());
     }
     if let Ok(b) = obj.cast_exact::<PyBool>() {
         out.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
         return Ok(());
     }
-    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        if let Ok(v) = obj.extract::<i64>() {
-            let mut buf = itoa_buf(v);
-            out.append(&mut buf);
-        } else if let Ok(v) = obj.extract::<u64>() {
-            out.extend_from_slice(v.to_string().as_bytes());
+    write_other(obj, out, depth)
+}
+
+fn write_int(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> Enc {
+    if let Ok(v) = obj.extract::<i64>() {
+        out.extend_from_slice(v.to_string().as_bytes());
+    } else if let Ok(v) = obj.extract::<u64>() {
+        out.extend_from_slice(v.to_string().as_bytes());
+    } else {
+        // Arbitrary precision: Python's own decimal text is valid JSON.
+        let s = obj.str().map_err(EncodeFailure::new)?;
+        out.extend_from_slice(utf8(&s)?.as_bytes());
+    }
+    Ok(())
+}
+
+fn write_float(v: f64, out: &mut Vec<u8>) -> Enc {
+    if !v.is_finite() {
+        return Err(EncodeFailure::new(format!(
+            "{v} is not valid JSON (NaN and infinity have no JSON form)"
+        )));
+    }
+    let _ = serde_json::to_writer(&mut *out, &v);
+    Ok(())
+}
+
+fn write_dict(d: &Bound<'_, PyDict>, out: &mut Vec<u8>, depth: usize) -> Enc {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in d.iter() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        if let Ok(ks) = k.cast::<PyString>() {
+            let key = utf8(ks)?;
+            write_str(out, key);
+            out.push(b':');
+            write_json(&v, out, depth + 1).map_err(|e| e.at_key(key))?;
         } else {
-            // Arbitrary precision: Python's own decimal text is valid JSON.
-            let s = obj.str().map_err(|e| encode_error(path, e))?;
-            out.extend_from_slice(s.to_cow().map_err(|e| encode_error(path, e))?.as_bytes());
-        }
-        return Ok(());
-    }
-    if obj.is_instance_of::<PyBool>() {
-        let b = obj.is_truthy().map_err(|e| encode_error(path, e))?;
-        out.extend_from_slice(if b { b"true" } else { b"false" });
-        return Ok(());
-    }
-    if let Ok(f) = obj.cast::<PyFloat>() {
-        let v = f.value();
-        if !v.is_finite() {
-            return Err(encode_error(
-                path,
-                format!("{v} is not valid JSON (NaN and infinity have no JSON form)"),
-            ));
-        }
-        let _ = serde_json::to_writer(&mut *out, &v);
-        return Ok(());
-    }
-    if let Ok(d) = obj.cast::<PyDict>() {
-        out.push(b'{');
-        let mut first = true;
-        for (k, v) in d.iter() {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
             let key = dict_key(&k).ok_or_else(|| {
-                encode_error(
-                    path,
-                    format!(
-                        "dict keys must be str, int, float, bool or None, not {}",
-                        type_name(&k)
-                    ),
-                )
+                EncodeFailure::new(format!(
+                    "dict keys must be str, int, float, bool or None, not {}",
+                    type_name(&k)
+                ))
             })?;
             write_str(out, &key);
             out.push(b':');
-            let len = path.len();
-            let _ = write!(
-                path,
-                "['{}']",
-                key.replace('\\', "\\\\").replace('\'', "\\'")
-            );
-            write_json(&v, out, path, depth + 1)?;
-            path.truncate(len);
+            write_json(&v, out, depth + 1).map_err(|e| e.at_key(&key))?;
         }
-        out.push(b'}');
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Everything that is not a plain JSON type (subclasses included).
+fn write_other(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Enc {
+    let py = obj.py();
+    if let Ok(s) = obj.cast::<PyString>() {
+        write_str(out, utf8(s)?);
         return Ok(());
     }
+    if obj.is_instance_of::<PyBool>() {
+        let b = obj.is_truthy().map_err(EncodeFailure::new)?;
+        out.extend_from_slice(if b { b"true" } else { b"false" });
+        return Ok(());
+    }
+    let k = known(py).map_err(EncodeFailure::new)?;
+    // Enums first: an IntEnum is also an int, a StrEnum also a str.
+    if obj.is_instance(k.enum_.bind(py)).unwrap_or(false) {
+        let v = obj.getattr("value").map_err(EncodeFailure::new)?;
+        return write_json(&v, out, depth + 1);
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return write_int(obj, out);
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return write_float(f.value(), out);
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        return write_dict(d, out, depth);
+    }
     if let Ok(l) = obj.cast::<PyList>() {
-        return write_seq(l.iter(), out, path, depth);
+        return write_seq(l.iter(), out, depth);
     }
     if let Ok(t) = obj.cast::<PyTuple>() {
-        return write_seq(t.iter(), out, path, depth);
+        return write_seq(t.iter(), out, depth);
     }
-    let k = known(py).map_err(|e| encode_error(path, e))?;
     if obj.is_instance(k.datetime.bind(py)).unwrap_or(false)
         || obj.is_instance(k.date.bind(py)).unwrap_or(false)
         || obj.is_instance(k.time.bind(py)).unwrap_or(false)
     {
-        let s = obj
-            .call_method0("isoformat")
-            .map_err(|e| encode_error(path, e))?;
-        write_str(
-            out,
-            &s.cast::<PyString>()
-                .map_err(|e| encode_error(path, e))?
-                .to_cow()
-                .map_err(|e| encode_error(path, e))?,
-        );
+        let s = obj.call_method0("isoformat").map_err(EncodeFailure::new)?;
+        let s = s.cast::<PyString>().map_err(EncodeFailure::new)?;
+        write_str(out, utf8(s)?);
         return Ok(());
     }
     if obj.is_instance(k.uuid.bind(py)).unwrap_or(false)
         || obj.is_instance(k.decimal.bind(py)).unwrap_or(false)
     {
-        let s = obj.str().map_err(|e| encode_error(path, e))?;
-        write_str(out, &s.to_cow().map_err(|e| encode_error(path, e))?);
+        let s = obj.str().map_err(EncodeFailure::new)?;
+        write_str(out, utf8(&s)?);
         return Ok(());
-    }
-    if obj.is_instance(k.enum_.bind(py)).unwrap_or(false) {
-        let v = obj.getattr("value").map_err(|e| encode_error(path, e))?;
-        return write_json(&v, out, path, depth + 1);
     }
     if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
         let items: Vec<Bound<'_, PyAny>> = obj
             .try_iter()
-            .map_err(|e| encode_error(path, e))?
+            .map_err(EncodeFailure::new)?
             .collect::<PyResult<_>>()
-            .map_err(|e| encode_error(path, e))?;
-        return write_seq(items.into_iter(), out, path, depth);
+            .map_err(EncodeFailure::new)?;
+        return write_seq(items.into_iter(), out, depth);
     }
     // pydantic v2 model nested in a container: dump to plain JSON types.
     if is_pydantic_model(obj) {
-        if let Ok(dump) = obj.getattr(pyo3::intern!(py, "model_dump")) {
-            let kwargs = PyDict::new(py);
-            let _ = kwargs.set_item("mode", "json");
-            let plain = dump
-                .call((), Some(&kwargs))
-                .map_err(|e| encode_error(path, e))?;
-            return write_json(&plain, out, path, depth + 1);
-        }
+        let kwargs = PyDict::new(py);
+        let _ = kwargs.set_item("mode", "json");
+        let plain = obj
+            .call_method(pyo3::intern!(py, "model_dump"), (), Some(&kwargs))
+            .map_err(EncodeFailure::new)?;
+        return write_json(&plain, out, depth + 1);
     }
     // dataclass instance (not the class itself)
     if !obj.is_instance_of::<PyType>() {
         if let Ok(fields) = obj.getattr(pyo3::intern!(py, "__dataclass_fields__")) {
-            return write_fields(obj, &fields, out, path, depth, true);
+            return write_fields(obj, &fields, out, depth, true);
         }
         // msgspec-style structs
         if let Ok(fields) = obj.getattr(pyo3::intern!(py, "__struct_fields__")) {
-            return write_fields(obj, &fields, out, path, depth, false);
+            return write_fields(obj, &fields, out, depth, false);
         }
     }
-    Err(encode_error(
-        path,
-        format!(
-            "cannot encode an object of type {} as JSON: pass bytes, str, a dict/list, a dataclass or a pydantic model",
-            type_name(obj)
-        ),
-    ))
+    Err(EncodeFailure::new(format!(
+        "cannot encode an object of type {} as JSON: pass bytes, str, a dict/list, a dataclass or a pydantic model",
+        type_name(obj)
+    )))
 }
 
 fn write_fields(
     obj: &Bound<'_, PyAny>,
     fields: &Bound<'_, PyAny>,
     out: &mut Vec<u8>,
-    path: &mut String,
     depth: usize,
     dataclass: bool,
-) -> Result<(), Error> {
+) -> Enc {
     let py = obj.py();
-    out.push(b'{');
-    let mut first = true;
     let names: Vec<String> = if dataclass {
         // __dataclass_fields__ holds ClassVar/InitVar pseudo-fields too;
         // only real fields (_field_type is _FIELD) belong in the payload.
         let field_marker = py
             .import("dataclasses")
             .and_then(|m| m.getattr("_FIELD"))
-            .map_err(|e| encode_error(path, e))?;
-        let d = fields.cast::<PyDict>().map_err(|e| encode_error(path, e))?;
+            .map_err(EncodeFailure::new)?;
+        let d = fields.cast::<PyDict>().map_err(EncodeFailure::new)?;
         let mut v = Vec::with_capacity(d.len());
         for (name, field) in d.iter() {
             let is_field = field
@@ -319,32 +388,26 @@ fn write_fields(
                 .map(|t| t.is(&field_marker))
                 .unwrap_or(true);
             if is_field {
-                v.push(
-                    name.extract::<String>()
-                        .map_err(|e| encode_error(path, e))?,
-                );
+                v.push(name.extract::<String>().map_err(EncodeFailure::new)?);
             }
         }
         v
     } else {
         fields
             .extract::<Vec<String>>()
-            .map_err(|e| encode_error(path, e))?
+            .map_err(EncodeFailure::new)?
     };
-    for name in names {
-        let value = obj
-            .getattr(name.as_str())
-            .map_err(|e| encode_error(path, e))?;
-        if !first {
+    out.push(b'{');
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
             out.push(b',');
         }
-        first = false;
-        write_str(out, &name);
+        let value = obj
+            .getattr(name.as_str())
+            .map_err(|e| EncodeFailure::new(e).at_attr(name))?;
+        write_str(out, name);
         out.push(b':');
-        let len = path.len();
-        let _ = write!(path, ".{name}");
-        write_json(&value, out, path, depth + 1)?;
-        path.truncate(len);
+        write_json(&value, out, depth + 1).map_err(|e| e.at_attr(name))?;
     }
     out.push(b'}');
     Ok(())
@@ -353,31 +416,20 @@ fn write_fields(
 fn write_seq<'py>(
     items: impl Iterator<Item = Bound<'py, PyAny>>,
     out: &mut Vec<u8>,
-    path: &mut String,
     depth: usize,
-) -> Result<(), Error> {
+) -> Enc {
     out.push(b'[');
     for (i, item) in items.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let len = path.len();
-        let _ = write!(path, "[{i}]");
-        write_json(&item, out, path, depth + 1)?;
-        path.truncate(len);
+        write_json(&item, out, depth + 1).map_err(|e| e.at_index(i))?;
     }
     out.push(b']');
     Ok(())
 }
 
-fn itoa_buf(v: i64) -> Vec<u8> {
-    v.to_string().into_bytes()
-}
-
 fn dict_key(k: &Bound<'_, PyAny>) -> Option<String> {
-    if let Ok(s) = k.cast::<PyString>() {
-        return s.to_cow().ok().map(|c| c.into_owned());
-    }
     if k.is_none() {
         return Some("null".into());
     }
@@ -486,6 +538,24 @@ pub fn decode_json<'py>(py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAn
     Ok(v)
 }
 
+/// `_natsbus._encode(obj) -> (bytes, is_json)`: the publish encoder, exposed
+/// for tests and benchmarks.
+#[pyfunction]
+pub fn _encode<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+    let enc = encode(obj).map_err(|e| crate::errors::to_pyerr(py, &e))?;
+    Ok((PyBytes::new(py, &enc.payload), enc.is_json))
+}
+
+/// `_natsbus._decode(payload) -> object`: the JSON decoder behind `Message.data`.
+#[pyfunction]
+pub fn _decode<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    decode_json(py, payload)
+        .map_err(|e| crate::errors::to_pyerr(py, &Error::new(ErrorKind::Decode, e)))
+}
+
 /// A `serde_json::Value` as Python objects (plans, health, topology dicts).
 pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     PySeed(py)
@@ -496,7 +566,6 @@ pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound
 /// Python objects (dicts from users) as a `serde_json::Value`.
 pub fn py_to_json(obj: &Bound<'_, PyAny>) -> Result<serde_json::Value, Error> {
     let mut out = Vec::with_capacity(512);
-    let mut path = String::new();
-    write_json(obj, &mut out, &mut path, 0)?;
+    write_json(obj, &mut out, 0).map_err(EncodeFailure::into_error)?;
     serde_json::from_slice(&out).map_err(|e| Error::invalid(e.to_string()))
 }

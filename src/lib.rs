@@ -3,6 +3,9 @@
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bus;
 mod codec;
 mod errors;
@@ -12,6 +15,7 @@ mod topology;
 
 #[pymodule]
 fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    runtime::configure();
     errors::register(m)?;
     m.add_class::<bus::Bus>()?;
     m.add_class::<bus::PubAck>()?;
@@ -22,6 +26,8 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::Ready>()?;
     m.add_class::<runtime::DrainCallback>()?;
     m.add_function(wrap_pyfunction!(bus::connect, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::_decode, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

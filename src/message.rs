@@ -88,6 +88,17 @@ impl Message {
         ready(py)
     }
 
+    /// Nak a message the user was never given (it sat in a local buffer),
+    /// unless it was settled meanwhile.
+    pub fn release_unsettled(&self) {
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let (Some(ctx), Some(reply)) = (&self.ack, &self.inner.reply) {
+            let _ = ctx.acker.send(reply.clone(), &AckKind::Nak(None));
+        }
+    }
+
     /// Release a message that was never handed to the user (nak, no delay).
     pub fn release(acker: &Acker, msg: &InboundMessage) {
         if let Some(reply) = &msg.reply {

@@ -36,9 +36,16 @@ impl Topology {
     /// Validate a topology given as a dict of the file's shape.
     #[staticmethod]
     #[pyo3(signature = (data, source=None))]
-    fn from_dict(py: Python<'_>, data: &Bound<'_, PyAny>, source: Option<String>) -> PyResult<Topology> {
+    fn from_dict(
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        source: Option<String>,
+    ) -> PyResult<Topology> {
         if !data.is_instance_of::<PyDict>() {
-            return Err(to_pyerr(py, &Error::invalid("Topology.from_dict needs a dict")));
+            return Err(to_pyerr(
+                py,
+                &Error::invalid("Topology.from_dict needs a dict"),
+            ));
         }
         let value = py_to_json(data).py_err(py)?;
         let t = core::Topology::from_value(value, source.as_deref()).py_err(py)?;
@@ -48,7 +55,12 @@ impl Topology {
     /// Validate a topology given as text; `format` is "yaml", "json" or "toml".
     #[staticmethod]
     #[pyo3(signature = (text, format="yaml", source=None))]
-    fn from_text(py: Python<'_>, text: &str, format: &str, source: Option<String>) -> PyResult<Topology> {
+    fn from_text(
+        py: Python<'_>,
+        text: &str,
+        format: &str,
+        source: Option<String>,
+    ) -> PyResult<Topology> {
         let format = match format.to_ascii_lowercase().as_str() {
             "yaml" | "yml" => Format::Yaml,
             "json" => Format::Json,
@@ -56,7 +68,9 @@ impl Topology {
             other => {
                 return Err(to_pyerr(
                     py,
-                    &Error::invalid(format!("unknown topology format {other:?}: use yaml, json or toml")),
+                    &Error::invalid(format!(
+                        "unknown topology format {other:?}: use yaml, json or toml"
+                    )),
                 ))
             }
         };
@@ -82,7 +96,11 @@ impl Topology {
         self.inner
             .streams()
             .iter()
-            .flat_map(|s| s.consumers.iter().map(move |c| (s.name.clone(), c.name.clone())))
+            .flat_map(|s| {
+                s.consumers
+                    .iter()
+                    .map(move |c| (s.name.clone(), c.name.clone()))
+            })
             .collect()
     }
 
@@ -94,7 +112,11 @@ impl Topology {
 
     fn __repr__(&self) -> String {
         let n_consumers: usize = self.inner.streams().iter().map(|s| s.consumers.len()).sum();
-        let from = self.inner.source().map(|s| format!(" from {s:?}")).unwrap_or_default();
+        let from = self
+            .inner
+            .source()
+            .map(|s| format!(" from {s:?}"))
+            .unwrap_or_default();
         format!(
             "<natsbus.Topology{from} streams={:?} consumers={n_consumers}>",
             self.inner.stream_names()

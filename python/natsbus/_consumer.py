@@ -97,12 +97,10 @@ class Consumer:
         source, self._source = self._source, None
         released = list(self._buf)
         self._buf.clear()
-        for msg in released:
-            # Already settled, or the bus is closed: the server redelivers anyway.
-            with contextlib.suppress(Exception):
-                await msg.nak()
         if source is not None:
-            await source.close()
+            # Rust releases them after unsubscribing, so their redelivery
+            # goes to another consumer rather than to our own open pull.
+            await source.close(released)
 
     async def __aenter__(self) -> Consumer:
         return await self.start()

@@ -36,6 +36,8 @@ __all__ = [
     "Topology",
     "TopologyError",
     "__version__",
+    "_decode",
+    "_encode",
     "connect",
 ]
 
@@ -201,7 +203,7 @@ class MessageSource:
     def wait(self, max: int, timeout: Optional[float] = None) -> Awaitable[list[Message]]: ...
     @property
     def buffered(self) -> int: ...
-    def close(self) -> Awaitable[None]: ...
+    def close(self, release: Sequence[Message] = ...) -> Awaitable[None]: ...
 
 @final
 class Bus:
@@ -308,3 +310,9 @@ def connect(
     connect_timeout: float = 5.0,
     max_reconnects: Optional[int] = None,
 ) -> Awaitable[Bus]: ...
+
+def _encode(obj: Any) -> tuple[bytes, bool]:
+    """The publish encoder: (payload, is_json)."""
+
+def _decode(payload: bytes) -> Any:
+    """The JSON decoder behind ``Message.data``."""

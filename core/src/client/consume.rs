@@ -330,7 +330,9 @@ pub async fn ack_sync(
 /// Options of a durable pull consumption.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
-    /// Messages per pull request; also the buffer capacity.
+    /// Most messages per pull request. The buffer holds two batches, so a
+    /// reader taking a whole batch at once never drains it to empty while
+    /// the next pull is on its way.
     pub batch: usize,
     pub heartbeat: Duration,
     pub expires: Duration,
@@ -378,7 +380,7 @@ impl PullConsumer {
                 "consumer {durable:?} on stream {stream:?} is a push consumer (it has a deliver_subject); consume() needs a pull consumer"
             )));
         }
-        let inbox = Inbox::new(opts.batch.max(1));
+        let inbox = Inbox::new(opts.batch.max(1) * 2);
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(pump(
             client,
@@ -468,8 +470,9 @@ async fn pump(
         }
         let room = capacity.saturating_sub(inbox.len() + pending);
         if room >= low_water || (pending == 0 && room > 0) {
+            let ask = room.min(opts.batch.max(1));
             let request = serde_json::json!({
-                "batch": room,
+                "batch": ask,
                 "expires": u64::try_from(opts.expires.as_nanos()).unwrap_or(u64::MAX),
                 "idle_heartbeat": u64::try_from(opts.heartbeat.as_nanos()).unwrap_or(u64::MAX),
             });
@@ -479,7 +482,7 @@ async fn pump(
                 .await
                 .is_ok()
             {
-                pending += room;
+                pending += ask;
                 last_activity = tokio::time::Instant::now();
             }
         }
