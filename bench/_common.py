@@ -22,6 +22,9 @@ SUBJECT = "bench.metric.cpu"
 WINDOW = 1024
 BATCH = 500
 EVENT_TYPE = "metric.cpu"
+# Every client sends the same message on the wire: the JSON payload plus the
+# Content-Type header natsbus always sets on JSON payloads.
+HEADERS = {"Content-Type": "application/json"}
 
 
 class BenchError(RuntimeError):

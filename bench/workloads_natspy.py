@@ -21,7 +21,16 @@ from nats.aio.msg import Msg
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import EVENT_TYPE, BenchError, Watchdog, check_acks, check_seqs, main, make_event
+from _common import (
+    EVENT_TYPE,
+    HEADERS,
+    BenchError,
+    Watchdog,
+    check_acks,
+    check_seqs,
+    main,
+    make_event,
+)
 
 Result = tuple[float, dict[str, Any]]
 _COMPACT = (",", ":")
@@ -38,7 +47,11 @@ async def pub_sync(args: Any) -> Result:
     acks = []
     start = time.perf_counter()
     for i in range(args.n):
-        acks.append(await js.publish(subject, dumps(make_event(i), separators=_COMPACT).encode()))
+        acks.append(
+            await js.publish(
+                subject, dumps(make_event(i), separators=_COMPACT).encode(), headers=HEADERS
+            )
+        )
     seconds = time.perf_counter() - start
     await nc.close()
     check_acks(acks, args.stream, args.n)
@@ -54,7 +67,7 @@ async def pub_many(args: Any) -> Result:
     futures = []
     for i in range(args.n):
         payload = dumps(make_event(i), separators=_COMPACT).encode()
-        futures.append(await js.publish_async(subject, payload))
+        futures.append(await js.publish_async(subject, payload, headers=HEADERS))
     acks = await asyncio.gather(*futures)
     seconds = time.perf_counter() - start
     await nc.close()
@@ -71,7 +84,9 @@ async def pub_gather(args: Any) -> Result:
 
     async def one(i: int) -> Any:
         async with permits:
-            return await js.publish(subject, dumps(make_event(i), separators=_COMPACT).encode())
+            return await js.publish(
+                subject, dumps(make_event(i), separators=_COMPACT).encode(), headers=HEADERS
+            )
 
     start = time.perf_counter()
     acks = await asyncio.gather(*(one(i) for i in range(args.n)))

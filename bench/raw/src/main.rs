@@ -186,11 +186,19 @@ impl Seen {
     }
 }
 
+/// The header natsbus sets on JSON payloads; every client sends it, so all
+/// three put the same message on the wire.
+fn json_headers() -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/json");
+    headers
+}
+
 async fn pub_sync(js: &Context, args: &Args) -> Result<(), BoxError> {
     let mut seen = Seen::new(&args.stream, args.n);
     for i in 0..args.n {
         let ack = js
-            .publish(args.subject.clone(), encode_event(i)?)
+            .publish_with_headers(args.subject.clone(), json_headers(), encode_event(i)?)
             .await?
             .await?;
         seen.ack(&ack)?;
@@ -217,7 +225,9 @@ async fn pub_many(js: &Context, args: &Args, reuse_payload: bool) -> Result<(), 
             Some(bytes) => bytes.clone(),
             None => encode_event(i)?,
         };
-        let future: PublishAckFuture = js.publish(args.subject.clone(), payload).await?;
+        let future: PublishAckFuture = js
+            .publish_with_headers(args.subject.clone(), json_headers(), payload)
+            .await?;
         inflight.push(future.into_future());
     }
     while let Some(ack) = inflight.next().await {
@@ -236,7 +246,10 @@ async fn pub_gather(js: &Context, args: &Args) -> Result<(), BoxError> {
         let subject = args.subject.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let ack = js.publish(subject, encode_event(i)?).await?.await?;
+            let ack = js
+                .publish_with_headers(subject, json_headers(), encode_event(i)?)
+                .await?
+                .await?;
             Ok::<_, BoxError>(ack)
         });
     }
