@@ -784,6 +784,24 @@ impl Bus {
         Ok(fut)
     }
 
+    /// `async with bus:` closes the bus on exit.
+    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let fut = slf.get().completer.new_future(py)?;
+        fut.bind(py).call_method1("set_result", (slf,))?;
+        Ok(fut)
+    }
+
+    fn __aexit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.close(py)
+    }
+
     /// True once `close()` was called.
     #[getter]
     fn closed(&self) -> bool {

@@ -41,6 +41,10 @@ async def test_awaitable_and_context_manager(nats_url: str) -> None:
         assert b2.connected
         held = b2
     assert held.closed
+    b3 = await natsbus.connect(nats_url)
+    async with b3 as same:
+        assert same is b3 and b3.connected
+    assert b3.closed
 
 
 async def test_nats_url_env_and_server_lists(

@@ -110,3 +110,18 @@ async def test_queue_group_shares_requests(nats_url: str, bus: natsbus.Bus) -> N
 async def test_serve_rejects_non_callable(bus: natsbus.Bus) -> None:
     with pytest.raises(natsbus.InvalidArgumentError, match="callable"):
         await bus.serve("x.y", "not callable")  # type: ignore[arg-type]
+
+
+async def test_serve_warns_when_a_stream_captures_the_subject(
+    bus: natsbus.Bus, make_stream: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream, p = await make_stream()  # type: ignore[operator]
+    with caplog.at_level("WARNING", logger="natsbus"):
+        svc = await bus.serve(f"{p}.rpc", lambda m: b"ok")
+        await svc.stop()
+    assert any(stream in r.getMessage() and "PubAck" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="natsbus"):
+        svc = await bus.serve(unique("free."), lambda m: b"ok")
+        await svc.stop()
+    assert not caplog.records

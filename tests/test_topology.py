@@ -432,6 +432,32 @@ async def test_lowered_max_msgs_needs_allow_destructive(bus: natsbus.Bus) -> Non
     assert not (await bus.plan(lowered)).pending
 
 
+async def test_refusal_message_shows_human_units(bus: natsbus.Bus) -> None:
+    name = unique("HUM")
+    await bus.ensure_streams(_single_stream(name, max_age="2h", max_msgs=100))
+    with pytest.raises(natsbus.ApplyError) as info:
+        await bus.ensure_streams(_single_stream(name, max_age="1h", max_msgs=5))
+    text = str(info.value)
+    assert "max_age 2h -> 1h" in text and "max_msgs 100 -> 5" in text
+    assert "7200000000000" not in text
+
+
+async def test_interest_to_limits_is_a_plain_update(bus: natsbus.Bus) -> None:
+    name = unique("RET")
+    subject = f"{name.lower()}.x"
+    await bus.ensure_streams(
+        _single_stream(name, retention="interest", consumers={"c": {"ack_policy": "explicit"}})
+    )
+    await _fill(bus, subject, 3)
+    limits = _single_stream(name, retention="limits", consumers={"c": {"ack_policy": "explicit"}})
+    plan = await bus.plan(limits)
+    (update,) = plan.by_action("update")
+    assert update.diff["retention"] == ("interest", "limits")
+    await bus.ensure_streams(limits)  # no allow_destructive needed
+    assert (await bus.stream_info(name))["config"]["retention"] == "limits"
+    assert await message_count(bus, name) == 3
+
+
 async def test_removing_a_subject_is_destructive(bus: natsbus.Bus) -> None:
     name = unique("SUBJ")
     low = name.lower()

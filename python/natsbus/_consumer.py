@@ -332,6 +332,24 @@ class Service:
         return f"<natsbus.Service {self.subject!r}{q} handled={self.handled} failed={self.failed}>"
 
 
+async def _warn_if_a_stream_captures(bus: Bus, subject: str) -> None:
+    """A stream capturing the subject also answers every request (with its
+    PubAck), and the first answer wins: warn, since that is rarely meant."""
+    try:
+        found = await bus.jetstream_api("STREAM.NAMES", {"subject": subject}, timeout=2.0)
+    except Exception:  # no JetStream, no permission: nothing to warn about
+        return
+    streams = found.get("streams") or []
+    if streams:
+        log.warning(
+            "stream(s) %s capture subject %r: requests to it may get the stream's "
+            "PubAck as their reply instead of this service's answer; serve on a "
+            "subject no stream captures",
+            ", ".join(streams),
+            subject,
+        )
+
+
 async def start_service(
     bus: Bus,
     subject: str,
@@ -344,6 +362,7 @@ async def start_service(
     if max_concurrency < 1:
         raise InvalidArgumentError("max_concurrency must be at least 1")
     source = await bus._subscribe(subject, queue)
+    await _warn_if_a_stream_captures(bus, subject)
     service = Service(bus, source, subject, handler, queue, max_concurrency)
     service._start()
     return service

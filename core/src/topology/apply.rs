@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::plan::{plan, plan_stream, Action, Change, Plan, PlanOptions};
-use super::schema::Version;
+use super::plan::{human, plan, plan_stream, Action, Change, Plan, PlanOptions};
+use super::schema::{Version, CONSUMER_FIELDS, STREAM_FIELDS};
 use super::Topology;
 use crate::error::{ApiError, Error, ErrorKind, Result};
 
@@ -276,7 +276,14 @@ fn refusal(plan: &Plan, allow_destructive: bool) -> Option<Error> {
         let fields: Vec<String> = c
             .diff
             .iter()
-            .map(|(k, (l, d))| format!("{k} {} -> {}", short(l), short(d)))
+            .map(|(k, (l, d))| {
+                let fields = if c.consumer.is_some() {
+                    CONSUMER_FIELDS
+                } else {
+                    STREAM_FIELDS
+                };
+                format!("{k} {} -> {}", human(fields, k, l), human(fields, k, d))
+            })
             .collect();
         let label = if c.action == Action::Blocked {
             "blocked"
@@ -292,14 +299,6 @@ fn refusal(plan: &Plan, allow_destructive: bool) -> Option<Error> {
         }
     }
     Some(Error::new(ErrorKind::Apply, message).with_plan(plan.to_value()))
-}
-
-fn short(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "(none)".into(),
-        other => other.to_string(),
-    }
 }
 
 fn apply_error(mut e: Error, what: &str, plan: &Plan) -> Error {

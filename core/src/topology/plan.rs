@@ -684,11 +684,12 @@ fn classify_stream_field(
                     "retention can not change {l} -> {d}{}: create a new stream with retention {d} and move the data with sources",
                     if version < Version(2, 10, 0) { format!(" on server {version}") } else { " (to or from workqueue)".into() }
                 ));
-            } else {
+            } else if d == "interest" {
                 v.destroy(format!(
                     "switching retention {l} -> {d} can delete messages (interest retention drops messages no consumer is waiting for; a stream with no consumers is emptied)"
                 ));
             }
+            // interest -> limits keeps every message: a plain update.
         }
         "max_consumers" if version < Version(2, 12, 5) => v.block(format!(
             "max_consumers can not change on server {version} (mutable from 2.12.5 / 2.14.0): upgrade the server or keep max_consumers at {l}"

@@ -617,6 +617,22 @@ fn plan_destructive_changes() {
     .unwrap();
     let c = only(&plan(&t, &live, &PlanOptions::default()), "S", None);
     assert_eq!(c.action, Action::Update);
+    // interest -> limits keeps every message: a plain update
+    let interest = LiveState::new("2.15.1").with_stream(
+        server_stream(
+            "S",
+            &["s.a", "s.b"],
+            json!({"max_msgs": 1000, "max_age": 86400 * NS_PER_SEC, "retention": "interest"}),
+        ),
+        vec![],
+    );
+    let t = yaml(
+        "streams:\n  S:\n    subjects: [s.a, s.b]\n    max_msgs: 1000\n    max_age: 1d\n    retention: limits\n",
+    )
+    .unwrap();
+    let c = only(&plan(&t, &interest, &PlanOptions::default()), "S", None);
+    assert_eq!(c.action, Action::Update, "{c:?}");
+    assert!(c.diff.contains_key("retention"));
     // reordering subjects is nothing at all
     let t = yaml("streams:\n  S:\n    subjects: [s.b, s.a]\n    max_msgs: 1000\n    max_age: 1d\n")
         .unwrap();
