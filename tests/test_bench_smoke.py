@@ -1,0 +1,34 @@
+"""The benchmark still runs and verifies its results (small N; numbers mean nothing here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quick_bench_runs_and_verifies() -> None:
+    pytest.importorskip("nats")
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", "run.py"),
+            "--quick",
+            "--clients",
+            "natsbus",
+            "--only",
+            "pub_sync,pub_many,pub_gather,consume,batches,memory",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for workload in ("pub_sync", "pub_many", "pub_gather", "consume", "batches"):
+        assert workload in out.stdout
+    assert "FAILED" not in out.stdout
+    assert "growth" in out.stdout  # the memory workload reported its RSS
