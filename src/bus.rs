@@ -236,6 +236,32 @@ fn outbound(
     })
 }
 
+/// One `publish_many` item as a message, or why it cannot be one.
+fn outbound_item(i: usize, item: &Bound<'_, PyAny>) -> Result<OutboundMessage, Error> {
+    let bad_shape = || {
+        Error::invalid(format!(
+            "publish_many item {i}: expected (subject, data) or (subject, data, headers)"
+        ))
+    };
+    let tuple = item.cast::<PyTuple>().map_err(|_| bad_shape())?;
+    let n = tuple.len();
+    if !(2..=3).contains(&n) {
+        return Err(bad_shape());
+    }
+    let subject_obj = tuple.get_item(0).map_err(|_| bad_shape())?;
+    let subject = subject_obj
+        .cast::<PyString>()
+        .map_err(|_| Error::invalid(format!("publish_many item {i}: subject must be str")))?
+        .to_cow()
+        .map_err(|e| Error::invalid(format!("publish_many item {i}: {e}")))?;
+    let data = tuple.get_item(1).map_err(|_| bad_shape())?;
+    let headers = if n == 3 { tuple.get_item(2).ok() } else { None };
+    outbound(&subject, &data, headers.as_ref(), None).map_err(|mut e| {
+        e.message = format!("publish_many item {i}: {}", e.message);
+        e
+    })
+}
+
 /// One connection to NATS. Create it with `natsbus.connect()`.
 #[pyclass(frozen, module = "natsbus")]
 pub struct Bus {
@@ -319,7 +345,9 @@ impl Bus {
     }
 
     /// Publish many messages pipelined; acks come back in input order.
-    /// Items are `(subject, data)` or `(subject, data, headers)`.
+    /// Items are `(subject, data)` or `(subject, data, headers)`. Each item
+    /// succeeds or fails on its own; failures (including items that cannot
+    /// be encoded) are reported together in one `BatchPublishError`.
     #[pyo3(signature = (items, *, window=1024, timeout=None))]
     fn publish_many(
         &self,
@@ -333,51 +361,31 @@ impl Bus {
         if window == 0 {
             return Err(to_pyerr(py, &Error::invalid("window must be at least 1")));
         }
-        let mut msgs = Vec::new();
-        if let Ok(list) = items.cast::<PyList>() {
-            msgs.reserve(list.len());
-        }
-        for (i, item) in items.try_iter()?.enumerate() {
-            let item = item?;
-            let tuple = item.cast::<PyTuple>().map_err(|_| {
-                to_pyerr(py, &Error::invalid(format!("publish_many item {i}: expected (subject, data) or (subject, data, headers)")))
-            })?;
-            let n = tuple.len();
-            if !(2..=3).contains(&n) {
-                return Err(to_pyerr(
-                    py,
-                    &Error::invalid(format!(
-                        "publish_many item {i}: expected 2 or 3 elements, got {n}"
-                    )),
-                ));
-            }
-            let subject_obj = tuple.get_item(0)?;
-            let subject = subject_obj
-                .cast::<PyString>()
-                .map_err(|_| {
-                    to_pyerr(
-                        py,
-                        &Error::invalid(format!("publish_many item {i}: subject must be str")),
-                    )
-                })?
-                .to_cow()?;
-            let data = tuple.get_item(1)?;
-            let headers = if n == 3 {
-                Some(tuple.get_item(2)?)
-            } else {
-                None
-            };
-            let msg = outbound(&subject, &data, headers.as_ref(), None).map_err(|mut e| {
-                e.message = format!("publish_many item {i}: {}", e.message);
-                to_pyerr(py, &e)
-            })?;
-            msgs.push(msg);
-        }
+        let iter = items.try_iter()?;
+        // Encoding (here, holding the GIL) and sending (on the runtime) run
+        // at the same time: each chunk goes out while the next is encoded.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let publisher = self.publisher.clone();
-        self.completer.spawn(py, async move {
-            let results = publisher.publish_many(msgs, window, timeout).await;
-            Ok(ManyAcks(results))
-        })
+        let fut = self.completer.spawn(py, async move {
+            Ok(ManyAcks(
+                publisher.publish_stream(rx, window, timeout).await,
+            ))
+        })?;
+        const CHUNK: usize = 256;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for (i, item) in iter.enumerate() {
+            // An iterator that raises is the caller's bug: stop and raise it
+            // (items already handed over are still published).
+            let item = item?;
+            chunk.push(outbound_item(i, &item));
+            if chunk.len() == CHUNK {
+                let _ = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(chunk);
+        }
+        Ok(fut)
     }
 
     /// Send a request and wait for the reply message.

@@ -58,15 +58,44 @@ async def test_partial_failure_reports_each_item(
     assert await message_count(bus, stream) == 2
 
 
-async def test_bad_item_fails_before_anything_is_sent(
-    bus: natsbus.Bus, make_stream: StreamFactory
-) -> None:
+async def test_unencodable_items_fail_alone(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
     stream, p = await make_stream()
-    with pytest.raises(natsbus.EncodeError, match="item 1"):
-        await bus.publish_many([(f"{p}.a", {"ok": 1}), (f"{p}.a", {"bad": float("inf")})])
-    with pytest.raises(natsbus.InvalidArgumentError, match="item 0"):
-        await bus.publish_many([("just-a-subject",)])  # type: ignore[list-item]
-    assert await message_count(bus, stream) == 0
+    items = [
+        (f"{p}.a", {"ok": 1}),
+        (f"{p}.a", {"bad": float("inf")}),
+        ("just-a-subject",),
+        (f"{p}.a", {"ok": 2}),
+    ]
+    with pytest.raises(natsbus.BatchPublishError) as err:
+        await bus.publish_many(items)  # type: ignore[arg-type]
+    e = err.value
+    assert [a.seq if a else None for a in e.acks] == [1, None, None, 2]
+    assert e.errors is not None and sorted(e.errors) == [1, 2]
+    assert isinstance(e.errors[1], natsbus.EncodeError)
+    assert "item 1" in str(e.errors[1]) and "payload['bad']" in str(e.errors[1])
+    assert isinstance(e.errors[2], natsbus.InvalidArgumentError)
+    assert await message_count(bus, stream) == 2
+
+
+async def test_a_raising_iterator_raises(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
+    _, p = await make_stream()
+
+    def items():  # type: ignore[no-untyped-def]
+        yield (f"{p}.a", {"n": 1})
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError, match="source broke"):
+        await bus.publish_many(items())
+
+
+async def test_large_batches_stream_in_chunks(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
+    stream, p = await make_stream()
+    n = 10_000
+    acks = await bus.publish_many(((f"{p}.x", {"i": i}) for i in range(n)), window=100)
+    assert [a.seq for a in acks] == list(range(1, n + 1))
+    assert await message_count(bus, stream) == n
+    _, data, _ = await stored(bus, stream, n)
+    assert json.loads(data) == {"i": n - 1}
 
 
 async def test_empty_and_window_validation(bus: natsbus.Bus) -> None:

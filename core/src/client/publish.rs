@@ -205,31 +205,41 @@ impl Publisher {
         Self::settle(subject, fut, timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT)).await
     }
 
-    /// Publish many messages with at most `window` awaiting their acks at
-    /// once. Sent in input order; results come back in input order.
-    pub async fn publish_many(
+    /// Publish messages that arrive in chunks while they are still being
+    /// prepared (the caller encodes the next chunk while this one is on the
+    /// wire). Items that failed to prepare keep their place as errors.
+    /// Sent in input order, at most `window` awaiting acks; results come back
+    /// in input order, one per item.
+    pub async fn publish_stream(
         &self,
-        msgs: Vec<OutboundMessage>,
+        mut chunks: tokio::sync::mpsc::UnboundedReceiver<Vec<Result<OutboundMessage>>>,
         window: usize,
         timeout: Option<Duration>,
     ) -> Vec<Result<PubAck>> {
         let window = window.max(1);
         let timeout = timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
-        let mut out = Vec::with_capacity(msgs.len());
+        let mut out = Vec::new();
         let mut inflight = FuturesOrdered::new();
-        for msg in msgs {
-            while inflight.len() >= window {
-                if let Some(r) = inflight.next().await {
-                    out.push(r);
+        while let Some(chunk) = chunks.recv().await {
+            out.reserve(chunk.len());
+            for item in chunk {
+                while inflight.len() >= window {
+                    if let Some(r) = inflight.next().await {
+                        out.push(r);
+                    }
                 }
-            }
-            match self.send(msg).await {
-                Ok((subject, fut)) => inflight.push_back(futures_util::future::Either::Left(
-                    Self::settle(subject, fut, timeout),
-                )),
-                Err(e) => inflight.push_back(futures_util::future::Either::Right(
-                    futures_util::future::ready(Err(e)),
-                )),
+                let sent = match item {
+                    Ok(msg) => self.send(msg).await,
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok((subject, fut)) => inflight.push_back(futures_util::future::Either::Left(
+                        Self::settle(subject, fut, timeout),
+                    )),
+                    Err(e) => inflight.push_back(futures_util::future::Either::Right(
+                        futures_util::future::ready(Err(e)),
+                    )),
+                }
             }
         }
         while let Some(r) = inflight.next().await {
