@@ -969,9 +969,16 @@ impl MessageSource {
         to_py_list(py, msgs, self.model.as_ref(), self.ack.as_ref())
     }
 
-    /// Wait for at least one message (or `timeout` seconds: then an empty list).
-    #[pyo3(signature = (max, timeout=None))]
-    fn wait(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    /// Wait for at least `min` messages (default 1) and take up to `max`;
+    /// after `timeout` seconds, take what is there (possibly an empty list).
+    #[pyo3(signature = (max, timeout=None, min=1))]
+    fn wait(
+        &self,
+        py: Python<'_>,
+        max: usize,
+        timeout: Option<f64>,
+        min: usize,
+    ) -> PyResult<Py<PyAny>> {
         let timeout = seconds("timeout", timeout)?;
         let inbox = self.inbox.clone();
         let model = self.model.as_ref().map(|m| m.clone_ref(py));
@@ -982,7 +989,7 @@ impl MessageSource {
             .map(|a| a.completer.clone())
             .ok_or_else(|| to_pyerr(py, &Error::closed()))?;
         completer.spawn(py, async move {
-            let msgs = inbox.take(max, timeout).await?;
+            let msgs = inbox.take_filled(min, max, timeout).await?;
             Ok(Batch {
                 msgs,
                 inbox,

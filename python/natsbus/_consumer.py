@@ -200,7 +200,6 @@ class Consumer:
         await self.start()
         source = self._source
         assert source is not None
-        loop = asyncio.get_running_loop()
         buf = self._buf
         try:
             while not self._closed:
@@ -213,15 +212,10 @@ class Consumer:
                     if not out:
                         out.extend(await source.wait(max_messages))
                     if len(out) < max_messages:
-                        deadline = loop.time() + timeout
-                        while len(out) < max_messages:
-                            remaining = deadline - loop.time()
-                            if remaining <= 0:
-                                break
-                            got = await source.wait(max_messages - len(out), remaining)
-                            if not got:
-                                break
-                            out.extend(got)
+                        # One wait fills the rest of the batch, or gives up
+                        # after `timeout` with whatever arrived meanwhile.
+                        missing = max_messages - len(out)
+                        out.extend(await source.wait(missing, timeout, missing))
                 except ClosedError:
                     if out:
                         yield out

@@ -135,9 +135,29 @@ impl Inbox {
     /// Wait until at least one message is buffered and take up to `max`.
     /// Returns an empty vector when `timeout` passes first.
     pub async fn take(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<InboundMessage>> {
+        self.take_filled(1, max, timeout).await
+    }
+
+    /// Wait until `min` messages are buffered (or `timeout` passes, or the
+    /// inbox ends), then take up to `max`: one wakeup fills a whole batch.
+    pub async fn take_filled(
+        &self,
+        min: usize,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<InboundMessage>> {
+        let min = min.clamp(1, self.capacity).min(max.max(1));
         let wait = async {
             loop {
                 let notified = self.data.notified();
+                let short = {
+                    let st = self.lock();
+                    st.buf.len() < min && !st.closed && st.error.is_none()
+                };
+                if short {
+                    notified.await;
+                    continue;
+                }
                 let got = self.try_take(max)?;
                 if !got.is_empty() {
                     return Ok(got);
@@ -148,7 +168,11 @@ impl Inbox {
         match timeout {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => r,
-                Err(_) => Ok(Vec::new()),
+                // Time is up: whatever is there (possibly nothing).
+                Err(_) => match self.try_take(max) {
+                    Ok(got) => Ok(got),
+                    Err(e) => Err(e),
+                },
             },
             None => wait.await,
         }
@@ -327,12 +351,16 @@ pub async fn ack_sync(
         .map_err(|e| jsapi::request_error("ack_sync", e))
 }
 
+/// How many pull batches the buffer holds. A reader that takes a whole
+/// batch at once (`batches()`) must find the next one already arriving.
+pub const PREFETCH_BATCHES: usize = 2;
+
 /// Options of a durable pull consumption.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
-    /// Most messages per pull request. The buffer holds two batches, so a
-    /// reader taking a whole batch at once never drains it to empty while
-    /// the next pull is on its way.
+    /// Most messages per pull request. The buffer holds
+    /// [`PREFETCH_BATCHES`] batches, so a reader taking a whole batch at
+    /// once does not drain it to empty while the next pull is on its way.
     pub batch: usize,
     pub heartbeat: Duration,
     pub expires: Duration,
@@ -380,7 +408,7 @@ impl PullConsumer {
                 "consumer {durable:?} on stream {stream:?} is a push consumer (it has a deliver_subject); consume() needs a pull consumer"
             )));
         }
-        let inbox = Inbox::new(opts.batch.max(1) * 2);
+        let inbox = Inbox::new(opts.batch.max(1) * PREFETCH_BATCHES);
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(pump(
             client,
@@ -675,6 +703,32 @@ mod tests {
         }
         producer.await.unwrap();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn take_filled_waits_for_a_whole_batch_or_the_timeout() {
+        let inbox = Inbox::new(8);
+        let producer = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                for i in 0..5 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    inbox.push(msg(i)).await.unwrap();
+                }
+            })
+        };
+        let got = inbox
+            .take_filled(5, 5, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 5, "one wakeup for the whole batch");
+        producer.await.unwrap();
+        inbox.push(msg(9)).await.unwrap();
+        let partial = inbox
+            .take_filled(4, 4, Some(Duration::from_millis(30)))
+            .await
+            .unwrap();
+        assert_eq!(partial.len(), 1, "the timeout hands over what is there");
     }
 
     #[tokio::test]
