@@ -732,19 +732,11 @@ impl Bus {
         let timeout = seconds("timeout", Some(timeout))?.unwrap_or_default();
         let client = self.client.clone();
         if self.closed.load(Ordering::Acquire) {
-            let info = client.server_info();
-            let h = CoreHealth {
-                connected: false,
-                server_version: info.version,
-                server_name: info.server_name,
-                rtt: None,
-                jetstream: false,
-                streams: None,
-                consumers: None,
-                memory: None,
-                storage: None,
-                error: Some("the bus is closed".into()),
-            };
+            let h = CoreHealth::from_info(
+                &client.server_info(),
+                false,
+                Some("the bus is closed".into()),
+            );
             let fut = self.completer.new_future(py)?;
             fut.bind(py)
                 .call_method1("set_result", (Py::new(py, Health { inner: h })?,))?;

@@ -25,6 +25,29 @@ pub struct Health {
     pub error: Option<String>,
 }
 
+impl Health {
+    /// What is known without asking the server: the connection state and
+    /// the server's INFO. `error` says why nothing more is known.
+    pub fn from_info(
+        info: &async_nats::ServerInfo,
+        connected: bool,
+        error: Option<String>,
+    ) -> Health {
+        Health {
+            connected,
+            server_version: info.version.clone(),
+            server_name: info.server_name.clone(),
+            rtt: None,
+            jetstream: false,
+            streams: None,
+            consumers: None,
+            memory: None,
+            storage: None,
+            error,
+        }
+    }
+}
+
 /// Measure one round trip: subscribe to a fresh inbox, publish to it and
 /// wait for the message to come back through the server.
 async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Option<f64> {
@@ -47,22 +70,14 @@ pub async fn health(client: &async_nats::Client, timeout: Duration) -> Result<He
         client.connection_state(),
         async_nats::connection::State::Connected
     );
-    let mut h = Health {
-        connected,
-        server_version: info.version.clone(),
-        server_name: info.server_name.clone(),
-        rtt: None,
-        jetstream: false,
-        streams: None,
-        consumers: None,
-        memory: None,
-        storage: None,
-        error: None,
-    };
     if !connected {
-        h.error = Some("not connected".into());
-        return Ok(h);
+        return Ok(Health::from_info(
+            &info,
+            false,
+            Some("not connected".into()),
+        ));
     }
+    let mut h = Health::from_info(&info, true, None);
     h.rtt = round_trip(client, timeout).await;
     match jsapi::request::<Value>(client, "INFO", &Value::Null, timeout).await {
         Ok(acct) => {
