@@ -76,6 +76,8 @@ where
     }
 }
 
+static RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
 type Completion = (Py<PyAny>, Result<Box<dyn Deliver>, Error>);
 
 /// Per event loop: the queue of finished futures and the wakeup channel.
@@ -182,11 +184,29 @@ impl Completer {
         self.drain(py);
     }
 
-    /// A new asyncio future on this loop.
+    /// A new asyncio future on this loop. Refuses, with a message that says
+    /// what to do, when called from another running loop (a bus made in
+    /// one `asyncio.run` and used in the next, a session-scoped fixture).
     pub fn new_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(self
-            .event_loop
+        let running = RUNNING_LOOP
+            .get_or_try_init(py, || {
+                py.import("asyncio")?
+                    .getattr("_get_running_loop")
+                    .map(Bound::unbind)
+            })?
             .bind(py)
+            .call0()?;
+        let ours = self.event_loop.bind(py);
+        if !running.is_none() && !running.is(ours) {
+            return Err(crate::errors::to_pyerr(
+                py,
+                &natsbus_core::Error::invalid(
+                    "this bus belongs to another event loop: connect inside the event loop \
+                     that uses it (a bus cannot move between asyncio.run() calls)",
+                ),
+            ));
+        }
+        Ok(ours
             .call_method0(pyo3::intern!(py, "create_future"))?
             .unbind())
     }

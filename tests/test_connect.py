@@ -221,3 +221,18 @@ async def _sleep(s: float) -> None:
     import asyncio
 
     await asyncio.sleep(s)
+
+
+def test_a_bus_from_another_event_loop_says_so(nats_url: str) -> None:
+    import asyncio
+
+    async def make() -> natsbus.Bus:
+        return await natsbus.connect(nats_url)
+
+    bus = asyncio.run(make())
+
+    async def use() -> None:
+        with pytest.raises(natsbus.InvalidArgumentError, match="another event loop"):
+            await bus.publish("x.y", b"1")
+
+    asyncio.run(use())
