@@ -746,9 +746,16 @@ async fn offline_rules_agree_with_the_server() {
             accepted, server_accepts,
             "case {i}: the server's answer changed: {answer}"
         );
+        // natsbus is stricter than the server on purpose in one place: with
+        // max_deliver equal to the number of backoff steps the last step
+        // can never apply, so the file is reported.
+        let unreachable_backoff = consumers.iter().any(|(_, c)| {
+            let steps = c["backoff"].as_array().map_or(0, Vec::len) as i64;
+            steps > 0 && c["max_deliver"].as_i64() == Some(steps)
+        });
         assert_eq!(
             offline.is_ok(),
-            server_accepts,
+            server_accepts && !unreachable_backoff,
             "case {i}: offline validation disagrees with the server ({answer}): {:?}",
             offline.err().map(|e| e.message)
         );

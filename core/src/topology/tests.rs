@@ -378,8 +378,18 @@ fn consumer_rules() {
         "streams.S.consumers.reps.replicas",
         "more than the stream's 1",
     );
-    // the server accepts max_deliver == number of backoff steps
-    yaml("streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      bo:\n        backoff: [1s, 5s]\n        max_deliver: 2\n").unwrap();
+    // the server accepts max_deliver == number of backoff steps, but the
+    // last step could never be used: natsbus reports it
+    let e = yaml("streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      bo:\n        backoff: [1s, 5s]\n        max_deliver: 2\n").unwrap_err();
+    assert!(
+        e.problems
+            .iter()
+            .any(|p| p.field == "streams.S.consumers.bo.max_deliver"
+                && p.message.contains("never used")),
+        "{}",
+        e.message
+    );
+    yaml("streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      bo:\n        backoff: [1s, 5s]\n        max_deliver: 3\n").unwrap();
 }
 
 #[test]

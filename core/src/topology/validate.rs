@@ -481,7 +481,14 @@ fn consumer(
     if backoff > 0 && max_deliver > 0 && max_deliver < backoff {
         ctx.problem(
             &at("max_deliver"),
-            format!("max_deliver is {max_deliver} but backoff has {backoff} steps: the server needs max_deliver >= the number of backoff steps (or -1)"),
+            format!("max_deliver is {max_deliver} but backoff has {backoff} steps: the server needs max_deliver >= the number of backoff steps; set it above {backoff} (or -1)"),
+        );
+    } else if backoff > 0 && max_deliver == backoff {
+        // The server accepts this, but the last step can never apply: it
+        // would only time a delivery beyond max_deliver.
+        ctx.problem(
+            &at("max_deliver"),
+            format!("max_deliver is {max_deliver} and backoff has {backoff} steps, so the last backoff step is never used: set max_deliver above {backoff} (or -1), or drop the last step"),
         );
     }
     if backoff > 0 && ack == "none" {
