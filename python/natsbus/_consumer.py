@@ -168,21 +168,8 @@ class Consumer:
             out.extend(source.take(max_messages - len(out)))
         if out:
             return out
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(out) < max_messages:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            got = await source.wait(max_messages - len(out), remaining)
-            if not got:
-                break
-            out.extend(got)
-            if out:
-                # Take what else is already here, then hand the batch over.
-                out.extend(source.take(max_messages - len(out)))
-                break
-        return out
+        # Nothing buffered: wait for the first message, then take what is there.
+        return await source.wait(max_messages, timeout)
 
     async def batches(
         self, max_messages: int = 100, timeout: float = 1.0
