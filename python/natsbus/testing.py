@@ -176,7 +176,45 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class NatsServer:
+class _Started:
+    """``with`` / ``async with`` support for things that start and stop: enter
+    starts (in a thread when async, since starting waits on the process),
+    exit stops."""
+
+    def start(self, timeout: float = 10.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+
+class NatsServer(_Started):
     """One ``nats-server`` process with a generated config file.
 
     Args:
@@ -329,32 +367,6 @@ class NatsServer:
         self._halt()
         return self.start(timeout)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        import asyncio
-
-        return await asyncio.get_running_loop().run_in_executor(None, self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        import asyncio
-
-        await asyncio.get_running_loop().run_in_executor(None, self.stop)
-
     def __repr__(self) -> str:
         parts = [f"url={self.url!r}", f"jetstream={self._jetstream}"]
         if self._server_name:
@@ -504,7 +516,7 @@ class NatsServer:
         return f"{what}: {self!r}\n--- log tail ({self.log_file}) ---\n{tail or '(empty)'}"
 
 
-class NatsCluster:
+class NatsCluster(_Started):
     """A JetStream cluster of ``size`` nats-server processes on loopback.
 
     Nodes are named ``n1``..``nN``, share ``cluster.name`` and route to each other. Ready when every
@@ -651,32 +663,6 @@ class NatsCluster:
     def is_running(self) -> bool:
         """Whether every node's process is alive."""
         return all(node.is_running() for node in self._nodes)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        import asyncio
-
-        return await asyncio.get_running_loop().run_in_executor(None, self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        import asyncio
-
-        await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
     def __repr__(self) -> str:
         return f"NatsCluster(name={self._name!r}, urls={self.urls!r})"
