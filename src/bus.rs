@@ -20,6 +20,7 @@ use natsbus_core::client::{
 use natsbus_core::{Error, ErrorKind};
 
 use crate::codec::{encode, json_to_py, py_to_json};
+use crate::direct::DirectConn;
 use crate::errors::{to_pyerr, IntoPyResult};
 use crate::message::{seconds, to_py_list, AckCtx, Message};
 use crate::runtime::{Completer, Deliver, WithPy};
@@ -274,6 +275,11 @@ pub struct Bus {
     servers: String,
     name: Option<String>,
     topology: std::sync::Mutex<Option<Arc<natsbus_core::topology::Topology>>>,
+    config: Arc<ConnectConfig>,
+    /// The loop-driven publish connection, while one is open (see direct.rs).
+    direct: std::sync::Mutex<Option<Py<DirectConn>>>,
+    /// The task of `natsbus._direct` that keeps it open.
+    direct_task: std::sync::Mutex<Option<Py<PyAny>>>,
 }
 
 impl Bus {
@@ -293,7 +299,11 @@ impl Bus {
         }
     }
 
-    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+    pub fn config(&self) -> &Arc<ConnectConfig> {
+        &self.config
+    }
+
+    pub fn check_open(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(to_pyerr(py, &Error::closed()))
         } else {
@@ -339,6 +349,19 @@ impl Bus {
             expected_last_msg_id,
         };
         let msg = outbound(subject, data, headers, Some(&opts)).py_err(py)?;
+        let direct = self
+            .direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.clone_ref(py));
+        if let Some(conn) = direct {
+            if let Some(fut) =
+                DirectConn::try_publish(conn.bind(py), &self.completer, &msg, timeout)?
+            {
+                return Ok(fut);
+            }
+        }
         let publisher = self.publisher.clone();
         self.completer
             .spawn(py, async move { publisher.publish(msg, timeout).await })
@@ -767,6 +790,17 @@ impl Bus {
     /// Flush queued acks and publishes, then close the connection.
     fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let already = self.closed.swap(true, Ordering::AcqRel);
+        if let Some(task) = self
+            .direct_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.bind(py).call_method0("cancel")?;
+        }
+        if let Some(conn) = self.direct.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            conn.get().close_when_idle(py);
+        }
         let client = self.client.clone();
         let acker = self.ack.acker.clone();
         let completer = self.completer.clone();
@@ -782,6 +816,75 @@ impl Bus {
             }))
         })?;
         Ok(fut)
+    }
+
+    /// Route publishes through `conn` (None: through the main connection).
+    fn _direct_attach(&self, py: Python<'_>, conn: Option<Py<DirectConn>>) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            if let Some(c) = conn {
+                c.get().close_when_idle(py);
+            }
+            return Ok(());
+        }
+        *self.direct.lock().unwrap_or_else(|p| p.into_inner()) = conn;
+        Ok(())
+    }
+
+    /// Keep the task that maintains the publish connection; close() cancels it.
+    fn _direct_keep(&self, py: Python<'_>, task: Py<PyAny>) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            task.bind(py).call_method0("cancel")?;
+            return Ok(());
+        }
+        *self.direct_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    /// The publish connection in use, if any.
+    #[getter]
+    fn _direct(&self, py: Python<'_>) -> Option<Py<DirectConn>> {
+        self.direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.clone_ref(py))
+    }
+
+    /// Where natsbus._direct may open the publish connection: the servers as
+    /// `(host, port, tls_scheme)`, the TLS files `(ca, cert, key,
+    /// handshake_first)` or None, and the connect timeout in seconds.
+    #[allow(clippy::type_complexity)]
+    fn _direct_plan(
+        &self,
+    ) -> (
+        Vec<(String, u16, bool)>,
+        Option<(Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, bool)>,
+        f64,
+    ) {
+        let targets = self
+            .config
+            .servers
+            .iter()
+            .filter_map(|s| s.parse::<async_nats::ServerAddr>().ok())
+            .filter(|a| !a.is_websocket())
+            .map(|a| {
+                let host = a
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                (host, a.port(), a.tls_required())
+            })
+            .collect();
+        let tls = self.config.tls.as_ref().map(|t| {
+            (
+                t.ca.clone(),
+                t.cert.clone(),
+                t.key.clone(),
+                t.handshake_first,
+            )
+        });
+        (targets, tls, self.config.connect_timeout.as_secs_f64())
     }
 
     /// `async with bus:` closes the bus on exit.
@@ -1117,6 +1220,7 @@ pub fn connect(
     };
     let completer = Completer::for_running_loop(py)?;
     let completer_for_bus = completer.clone();
+    let config = Arc::new(config);
     completer.spawn(py, async move {
         let (client, reconnects) = client::connect(&config).await?;
         let acker = Acker::start(client.clone());
@@ -1138,6 +1242,9 @@ pub fn connect(
                 servers,
                 name,
                 topology: std::sync::Mutex::new(None),
+                config,
+                direct: std::sync::Mutex::new(None),
+                direct_task: std::sync::Mutex::new(None),
             };
             Ok(Py::new(py, bus)?.into_any())
         }))

@@ -8,6 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bus;
 mod codec;
+mod direct;
 mod errors;
 mod message;
 mod runtime;
@@ -24,6 +25,7 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::Message>()?;
     m.add_class::<topology::Topology>()?;
     m.add_class::<runtime::Ready>()?;
+    m.add_class::<direct::DirectConn>()?;
     m.add_class::<runtime::DrainCallback>()?;
     m.add_function(wrap_pyfunction!(bus::connect, m)?)?;
     m.add_function(wrap_pyfunction!(codec::_encode, m)?)?;

@@ -84,6 +84,8 @@ type Completion = (Py<PyAny>, Result<Box<dyn Deliver>, Error>);
 pub struct Completer {
     queue: Mutex<Vec<Completion>>,
     event_loop: Py<PyAny>,
+    /// The thread the loop runs in (where the completer was made).
+    loop_thread: std::thread::ThreadId,
     #[cfg(unix)]
     wake_tx: std::os::unix::net::UnixStream,
     #[cfg(unix)]
@@ -122,6 +124,7 @@ impl Completer {
             let completer = Arc::new(Completer {
                 queue: Mutex::new(Vec::new()),
                 event_loop: event_loop.clone().unbind(),
+                loop_thread: std::thread::current().id(),
                 wake_tx,
                 wake_rx,
                 drain_cb: PyOnceLock::new(),
@@ -146,6 +149,7 @@ impl Completer {
             let completer = Arc::new(Completer {
                 queue: Mutex::new(Vec::new()),
                 event_loop: event_loop.clone().unbind(),
+                loop_thread: std::thread::current().id(),
                 drain_cb: PyOnceLock::new(),
                 detached: std::sync::atomic::AtomicBool::new(true),
             });
@@ -188,6 +192,13 @@ impl Completer {
     /// what to do, when called from another running loop (a bus made in
     /// one `asyncio.run` and used in the next, a session-scoped fixture).
     pub fn new_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.running_here(py)?;
+        self.create_future(py)
+    }
+
+    /// True when called from this completer's running loop, false when no
+    /// loop runs in this thread; an error when another loop runs here.
+    pub fn running_here(&self, py: Python<'_>) -> PyResult<bool> {
         let running = RUNNING_LOOP
             .get_or_try_init(py, || {
                 py.import("asyncio")?
@@ -196,8 +207,10 @@ impl Completer {
             })?
             .bind(py)
             .call0()?;
-        let ours = self.event_loop.bind(py);
-        if !running.is_none() && !running.is(ours) {
+        if running.is_none() {
+            return Ok(false);
+        }
+        if !running.is(self.event_loop.bind(py)) {
             return Err(crate::errors::to_pyerr(
                 py,
                 &natsbus_core::Error::invalid(
@@ -206,7 +219,27 @@ impl Completer {
                 ),
             ));
         }
-        Ok(ours
+        Ok(true)
+    }
+
+    /// True when called on the loop's thread while the loop runs: then the
+    /// caller is a task or callback of this loop. Cheaper than
+    /// [`running_here`](Self::running_here) (no `getpid()`), and never an error.
+    pub fn in_loop(&self, py: Python<'_>) -> bool {
+        std::thread::current().id() == self.loop_thread
+            && self
+                .event_loop
+                .bind(py)
+                .call_method0(pyo3::intern!(py, "is_running"))
+                .and_then(|r| r.is_truthy())
+                .unwrap_or(false)
+    }
+
+    /// A new asyncio future on this loop, without checking the caller's loop.
+    pub fn create_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self
+            .event_loop
+            .bind(py)
             .call_method0(pyo3::intern!(py, "create_future"))?
             .unbind())
     }

@@ -56,12 +56,15 @@ class Connecting:
     """What ``natsbus.connect(...)`` returns: await it for a ``Bus``, or use it
     as ``async with natsbus.connect(...) as bus:`` to close the bus on exit."""
 
-    __slots__ = ("_bus", "_kwargs", "_servers", "_topology")
+    __slots__ = ("_bus", "_direct_publish", "_kwargs", "_servers", "_topology")
 
-    def __init__(self, servers: list[str], topology: Any, kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, servers: list[str], topology: Any, kwargs: dict[str, Any], direct_publish: bool = True
+    ) -> None:
         self._servers = servers
         self._topology = topology
         self._kwargs = kwargs
+        self._direct_publish = direct_publish
         self._bus: Optional[Bus] = None
 
     async def _connect(self) -> Bus:
@@ -72,6 +75,10 @@ class Connecting:
             # Validate before connecting: a bad file fails fast and offline.
             topology = as_topology(self._topology)
         bus: Bus = await _natsbus.connect(self._servers, **self._kwargs)
+        if self._direct_publish:
+            from . import _direct
+
+            await _direct.start(bus)
         if topology is not None:
             bus._set_topology(topology)
         return bus
@@ -102,6 +109,7 @@ def connect(
     topology: Any = None,
     connect_timeout: float = 5.0,
     max_reconnects: Optional[int] = None,
+    direct_publish: bool = True,
 ) -> Connecting:
     """Connect to NATS.
 
@@ -111,6 +119,13 @@ def connect(
     ``$NATS_CREDS`` when none is passed. The client reconnects forever unless
     ``max_reconnects`` is set. ``topology`` (path, dict or ``Topology``) is
     validated now and used by ``bus.ensure_streams()``.
+
+    ``direct_publish`` (default on): ``await bus.publish(...)`` goes through
+    a second connection that the event loop reads and writes itself, so the
+    PubAck reaches the awaiting task without a thread hand-off (about a
+    quarter less latency per publish). Publishes fall back to the main
+    connection whenever that one is not open. Pass ``False`` for a single
+    connection per bus (e.g. an account with a connection limit).
 
     A rejected credential raises ``AuthError`` and an unreachable server
     ``ConnectError``, each within ``connect_timeout`` seconds.
@@ -149,4 +164,4 @@ def connect(
         )
     elif any(s.startswith("tls://") for s in server_list):
         kwargs["tls"] = True
-    return Connecting(server_list, topology, kwargs)
+    return Connecting(server_list, topology, kwargs, direct_publish)

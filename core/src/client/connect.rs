@@ -79,6 +79,15 @@ impl Default for ConnectConfig {
 }
 
 impl ConnectConfig {
+    /// The auth to use: the configured scheme, else credentials embedded in
+    /// the server URLs.
+    pub fn effective_auth(&self) -> Auth {
+        match &self.auth {
+            Auth::None => auth_from_urls(&self.servers),
+            other => other.clone(),
+        }
+    }
+
     /// The server list as it may be shown to people.
     pub fn display_servers(&self) -> String {
         self.servers
@@ -99,7 +108,7 @@ pub fn split_servers(spec: &str) -> Vec<String> {
 }
 
 /// Read an nkey seed given either inline or as a file path.
-fn load_seed(seed_or_path: &str) -> Result<String> {
+pub(crate) fn load_seed(seed_or_path: &str) -> Result<String> {
     let trimmed = seed_or_path.trim();
     if trimmed.starts_with('S') && !trimmed.contains(['/', '\\', '.']) {
         return Ok(trimmed.to_string());
@@ -120,7 +129,7 @@ fn load_seed(seed_or_path: &str) -> Result<String> {
         })
 }
 
-fn check_file(what: &str, path: &std::path::Path) -> Result<()> {
+pub(crate) fn check_file(what: &str, path: &std::path::Path) -> Result<()> {
     if path.is_file() {
         Ok(())
     } else {
@@ -164,11 +173,7 @@ pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reco
     if let Some(name) = &config.name {
         opts = opts.name(name);
     }
-    let auth = match &config.auth {
-        Auth::None => auth_from_urls(&config.servers),
-        other => other.clone(),
-    };
-    opts = match &auth {
+    opts = match &config.effective_auth() {
         Auth::None => opts,
         Auth::UserPassword { user, password } => {
             opts.user_and_password(user.clone(), password.clone())

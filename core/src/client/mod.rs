@@ -9,6 +9,7 @@ pub mod health;
 pub mod jsapi;
 pub mod publish;
 pub mod request;
+pub mod wire;
 
 pub use connect::{connect, Auth, ConnectConfig, Reconnects, TlsConfig};
 pub use consume::{AckKind, Acker, InboundMessage, Inbox};

@@ -127,20 +127,81 @@ fn api_from_jetstream(e: &async_nats::jetstream::Error) -> ApiError {
     }
 }
 
+/// No stream captures `subject`: the publish got "no responders".
+pub fn no_stream_error(subject: &str) -> Error {
+    Error::new(
+        ErrorKind::NoStream,
+        format!("no stream captures subject {subject:?} (publish got no responders): add the subject to a stream in the topology"),
+    )
+}
+
+/// The connection went away while a publish waited for its ack: the message
+/// may or may not be stored.
+pub fn lost_before_ack(subject: &str) -> Error {
+    Error::new(
+        ErrorKind::Connect,
+        format!("publish to {subject:?}: connection lost before the ack arrived"),
+    )
+}
+
+/// A publish did not get its ack within its timeout.
+pub fn ack_timeout(subject: &str) -> Error {
+    Error::timeout(format!("publish to {subject:?}"))
+}
+
+/// Read the server's answer to a publish: a PubAck or a JetStream error.
+pub fn parse_pub_ack(subject: &str, payload: &[u8]) -> Result<PubAck> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        stream: Option<String>,
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        duplicate: bool,
+        #[serde(default)]
+        domain: Option<String>,
+        #[serde(default)]
+        error: Option<ApiError>,
+    }
+    let what = || format!("publish to {subject:?}");
+    let body: Body = serde_json::from_slice(payload).map_err(|e| {
+        Error::new(
+            ErrorKind::JetStream,
+            format!("{}: the server's answer is not a PubAck ({e})", what()),
+        )
+    })?;
+    if let Some(api) = body.error {
+        return Err(Error::api(what(), api));
+    }
+    match (body.stream, body.seq) {
+        (Some(stream), Some(seq)) => Ok(PubAck {
+            stream,
+            seq,
+            duplicate: body.duplicate,
+            domain: body.domain.filter(|d| !d.is_empty()),
+        }),
+        _ => Err(Error::new(
+            ErrorKind::JetStream,
+            format!("{}: the server's answer has no stream and sequence", what()),
+        )),
+    }
+}
+
 fn publish_error(subject: &str, e: async_nats::jetstream::context::PublishError) -> Error {
     use async_nats::jetstream::context::PublishErrorKind as K;
     let what = format!("publish to {subject:?}");
     match e.kind() {
-        K::StreamNotFound => Error::new(
-            ErrorKind::NoStream,
-            format!("no stream captures subject {subject:?} (publish got no responders): add the subject to a stream in the topology"),
-        ),
-        K::TimedOut => Error::timeout(what),
+        K::StreamNotFound => no_stream_error(subject),
+        K::TimedOut => ack_timeout(subject),
         K::MaxPayloadExceeded => Error::invalid(format!("{what}: {e}")),
-        K::BrokenPipe => Error::new(ErrorKind::Connect, format!("{what}: connection lost before the ack arrived")),
+        K::BrokenPipe => lost_before_ack(subject),
         _ => {
             use std::error::Error as _;
-            match e.source().and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>()) {
+            match e
+                .source()
+                .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            {
                 Some(js) => Error::api(what, api_from_jetstream(js)),
                 None => Error::new(ErrorKind::JetStream, format!("{what}: {e}")),
             }
@@ -195,7 +256,7 @@ impl Publisher {
                 domain: (!a.domain.is_empty()).then_some(a.domain),
             }),
             Ok(Err(e)) => Err(publish_error(&subject, e)),
-            Err(_) => Err(Error::timeout(format!("publish to {subject:?}"))),
+            Err(_) => Err(ack_timeout(&subject)),
         }
     }
 
@@ -263,6 +324,36 @@ mod tests {
         assert_eq!((api.code, api.err_code), (400, 10071));
         assert_eq!(api.description, "wrong last sequence: 3");
         assert_eq!(api.kind(), ErrorKind::Expectation);
+    }
+
+    #[test]
+    fn pub_acks_and_their_errors() {
+        let a = parse_pub_ack("a", br#"{"stream":"S","seq":7,"duplicate":true}"#).unwrap();
+        assert_eq!(
+            (a.stream.as_str(), a.seq, a.duplicate, a.domain),
+            ("S", 7, true, None)
+        );
+        let a = parse_pub_ack("a", br#"{"stream":"S","seq":1,"domain":"hub"}"#).unwrap();
+        assert_eq!(a.domain.as_deref(), Some("hub"));
+        let e = parse_pub_ack(
+            "a",
+            br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Expectation);
+        assert!(
+            e.message.contains("wrong last sequence: 3"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            parse_pub_ack("a", b"not json").unwrap_err().kind,
+            ErrorKind::JetStream
+        );
+        assert_eq!(
+            parse_pub_ack("a", b"{}").unwrap_err().kind,
+            ErrorKind::JetStream
+        );
     }
 
     #[test]
