@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import pytest
+from conftest import unique
 
 import natsbus
 from natsbus.testing import NatsServer
@@ -21,14 +22,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def roundtrip(bus: natsbus.Bus) -> None:
-    """Prove the connection works end to end (core request through the server)."""
+async def roundtrip(bus: natsbus.Bus, wait_direct: float = 0.0) -> None:
+    """Prove the connection works end to end (core request through the server),
+    and that the publish connection opened with the same settings and carries
+    a JetStream publish."""
     svc = await bus.serve("conn.check", lambda m: {"pong": m.data})
     try:
         reply = await bus.request("conn.check", {"n": 1}, timeout=5)
         assert reply.data == {"pong": {"n": 1}}
     finally:
         await svc.stop()
+    deadline = time.monotonic() + wait_direct
+    while not (bus._direct is not None and bus._direct.ready) and time.monotonic() < deadline:
+        await _sleep(0.05)
+    direct = bus._direct
+    assert direct is not None and direct.ready, "the publish connection did not open"
+    stream = unique("CONN")
+    await bus.jetstream_api(
+        f"STREAM.CREATE.{stream}",
+        {"name": stream, "subjects": [f"{stream.lower()}.>"], "storage": "memory"},
+    )
+    try:
+        ack = await bus.publish(f"{stream.lower()}.check", {"n": 1})
+        assert (ack.stream, ack.seq) == (stream, 1)
+        assert bus._direct is direct and direct.pending == 0
+    finally:
+        await bus.jetstream_api(f"STREAM.DELETE.{stream}")
 
 
 async def test_awaitable_and_context_manager(nats_url: str) -> None:
@@ -208,7 +227,7 @@ async def test_reconnects_after_server_restart(fresh_server: NatsServer) -> None
         for _ in range(100):
             if bus.connected:
                 try:
-                    await roundtrip(bus)
+                    await roundtrip(bus, wait_direct=10)
                     break
                 except natsbus.NatsbusError:
                     pass
