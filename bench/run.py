@@ -728,15 +728,22 @@ def main() -> int:
         for workload in workloads:
             n = ns[workload]
             results[workload] = {}
+            runnable = []
             for client in clients:
                 cell = results[workload].setdefault(client, Cell())
                 if client in skip:
                     cell.skipped = skip[client]
-                    continue
-                if workload not in SUPPORTED[client]:
+                elif workload not in SUPPORTED[client]:
                     cell.skipped = UNSUPPORTED
-                    continue
-                for attempt in range(args.repeat):
+                else:
+                    runnable.append(client)
+            # Round-robin over the clients, so slow drift of the shared
+            # machine's load affects every client alike.
+            for attempt in range(args.repeat):
+                for client in runnable:
+                    cell = results[workload][client]
+                    if cell.error:
+                        continue
                     label = f"{workload:<10} {CLIENT_LABELS[client]:<15} n={n:<8,}"
                     if args.repeat > 1:
                         label += f" run {attempt + 1}/{args.repeat}"
@@ -755,7 +762,6 @@ def main() -> int:
                         cell.error = str(err)
                         print(" FAILED", file=sys.stderr)
                         print(f"    {err}", file=sys.stderr)
-                        break
         print(file=sys.stderr)
         summary = report(env, results, clients, ns)
 

@@ -215,6 +215,8 @@ def _connect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "tls": tls,
         "name": args.name,
         "connect_timeout": args.timeout,
+        # The CLI does not publish: one connection is enough.
+        "direct_publish": False,
     }
 
 
