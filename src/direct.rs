@@ -79,6 +79,8 @@ struct Inner {
     info: Option<ServerInfo>,
     info_fut: Option<Py<PyAny>>,
     handshake_fut: Option<Py<PyAny>>,
+    /// Why the server refused us (`-ERR` before the handshake finished).
+    refusal: Option<Error>,
     /// By token (the last inbox token), i.e. in send order.
     pending: BTreeMap<u64, Pending>,
     next_token: u64,
@@ -185,6 +187,7 @@ impl DirectConn {
                 info: None,
                 info_fut: Some(info_fut),
                 handshake_fut: None,
+                refusal: None,
                 pending: BTreeMap::new(),
                 next_token: 1,
                 out: Vec::new(),
@@ -351,23 +354,29 @@ impl DirectConn {
 
     #[pyo3(signature = (exc=None))]
     fn connection_lost(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
-        let (pending, handshake) = {
+        let (pending, handshake, refusal) = {
             let mut g = self.lock();
             g.phase = Phase::Lost;
             g.transport = None;
             g.out.clear();
             g.timer_at = None;
-            (std::mem::take(&mut g.pending), g.take_handshake_futures())
+            (
+                std::mem::take(&mut g.pending),
+                g.take_handshake_futures(),
+                g.refusal.clone(),
+            )
         };
         let why = exc
             .map(|e| e.to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "closed by the server".into());
         for f in handshake {
-            let e = Error::new(
-                ErrorKind::Connect,
-                format!("the publish connection closed during its handshake: {why}"),
-            );
+            let e = refusal.clone().unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("the publish connection closed during its handshake: {why}"),
+                )
+            });
             settle(py, &f, Outcome::Fail(e));
         }
         for (_, p) in pending {
@@ -419,6 +428,9 @@ impl DirectConn {
             .unbind();
         let (bytes, transport) = {
             let mut g = self.lock();
+            if let Some(e) = &g.refusal {
+                return Err(to_pyerr(py, e));
+            }
             let Some(info) = g.info.as_ref().filter(|_| g.phase == Phase::AwaitInfo) else {
                 return Err(to_pyerr(
                     py,
@@ -589,9 +601,11 @@ impl DirectConn {
                     ServerOp::Ok => {}
                     ServerOp::Err(text) => {
                         if matches!(g.phase, Phase::AwaitInfo | Phase::Handshake) {
+                            let e = refused(&text);
                             for f in g.take_handshake_futures() {
-                                settled.push((f, Outcome::Fail(refused(&text))));
+                                settled.push((f, Outcome::Fail(e.clone())));
                             }
+                            g.refusal = Some(e);
                             close = true;
                         } else if let Some(subject) = text
                             .strip_prefix("Permissions Violation for Publish to ")

@@ -274,3 +274,14 @@ async def test_a_refused_publish_connection_leaves_the_main_one(
             assert bus._direct is None
             assert any("main connection only" in r.getMessage() for r in caplog.records)
             assert bus.connected
+
+
+async def test_a_server_connection_limit_leaves_the_main_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with NatsServer(config="max_connections: 1\n") as server, caplog.at_level("WARNING"):
+        async with natsbus.connect(server.url) as bus:
+            assert bus._direct is None
+            assert any("connections exceeded" in r.getMessage() for r in caplog.records)
+            await bus.jetstream_api("STREAM.CREATE.LIMIT", {"name": "LIMIT", "subjects": ["l.>"]})
+            assert (await bus.publish("l.a", {"n": 1})).seq == 1

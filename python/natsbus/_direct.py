@@ -47,6 +47,10 @@ def _parse_url(url: str) -> Optional[tuple[str, int]]:
     return host.strip("[]"), int(port)
 
 
+def _refused_for_good(e: Exception) -> bool:
+    return isinstance(e, _natsbus.AuthError) or "connections exceeded" in str(e)
+
+
 class _Protocol(_natsbus.DirectConn, asyncio.BufferedProtocol):
     """``DirectConn`` as a buffered protocol: asyncio then reads into the
     connection's own buffer (``get_buffer``) instead of a new bytes object
@@ -132,13 +136,14 @@ class _Keeper:
             while not self.bus.closed:
                 try:
                     conn = await self.open()
-                except _natsbus.AuthError as e:
-                    # The same credentials work on the main connection, so the
-                    # server refuses a second one (account connection limit,
-                    # inbox permissions): stay on the main connection.
-                    log.warning("natsbus: publishing through the main connection only: %s", e)
-                    return
                 except Exception as e:
+                    if _refused_for_good(e):
+                        # The main connection got in with the same settings, so
+                        # the server refuses a second one (no permission to
+                        # subscribe to inboxes, connection limit): stay on the
+                        # main connection rather than knock every few seconds.
+                        log.warning("natsbus: publishing through the main connection only: %s", e)
+                        return
                     log.debug("natsbus: publish connection not open yet: %s", e)
                 else:
                     delay = FIRST_DELAY
@@ -166,5 +171,6 @@ async def start(bus: Bus) -> None:
     first: asyncio.Future[None] = loop.create_future()
     task = loop.create_task(_Keeper(bus).run(first), name="natsbus-publish-connection")
     bus._direct_keep(task)
+    _, _, timeout = bus._direct_plan()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(first), FIRST_ATTEMPT_LIMIT)
+        await asyncio.wait_for(asyncio.shield(first), min(timeout, FIRST_ATTEMPT_LIMIT))
