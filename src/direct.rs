@@ -479,6 +479,16 @@ impl DirectConn {
         self.lock().pending.len()
     }
 
+    /// The name of the server this connection is on ("" before INFO).
+    #[getter]
+    fn server_name(&self) -> String {
+        self.lock()
+            .info
+            .as_ref()
+            .map(|i| i.server_name.clone())
+            .unwrap_or_default()
+    }
+
     /// Other servers of the cluster, from the server's INFO.
     #[getter]
     fn connect_urls(&self) -> Vec<String> {

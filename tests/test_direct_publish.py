@@ -18,7 +18,7 @@ import pytest
 from conftest import StreamFactory, message_count, stored, unique
 
 import natsbus
-from natsbus.testing import NatsServer
+from natsbus.testing import NatsCluster, NatsServer
 
 
 def connz(server: NatsServer) -> list[dict[str, Any]]:
@@ -285,3 +285,36 @@ async def test_a_server_connection_limit_leaves_the_main_one(
             assert any("connections exceeded" in r.getMessage() for r in caplog.records)
             await bus.jetstream_api("STREAM.CREATE.LIMIT", {"name": "LIMIT", "subjects": ["l.>"]})
             assert (await bus.publish("l.a", {"n": 1})).seq == 1
+
+
+async def test_lame_duck_moves_the_publish_connection_to_another_node() -> None:
+    """A rolling restart: the node the bus is on enters lame duck mode; the
+    publish connection leaves it at once and reopens on a node the cluster
+    announced, though the bus was given only the first node's URL."""
+    config = 'lame_duck_duration: "30s"\nlame_duck_grace_period: "1s"\n'
+    with NatsCluster(3, config=config) as cluster:
+        first = cluster.nodes[0]
+        async with natsbus.connect(first.url) as bus:
+            await bus.jetstream_api(
+                "STREAM.CREATE.LDM", {"name": "LDM", "subjects": ["ldm.>"], "num_replicas": 3}
+            )
+            before = bus._direct
+            assert before is not None and before.server_name == first.server_name
+            assert (await bus.publish("ldm.a", {"n": 1})).seq == 1
+            first.lame_duck()
+            await until(
+                lambda: (
+                    bus._direct is not None
+                    and bus._direct.ready
+                    and bus._direct.server_name not in ("", first.server_name)
+                )
+            )
+            seqs = []
+            for i in range(50):
+                try:
+                    seqs.append((await bus.publish("ldm.a", {"n": i}, timeout=2)).seq)
+                    if len(seqs) == 3:
+                        break
+                except (natsbus.TimeoutError, natsbus.NoStreamError, natsbus.JetStreamError):
+                    await asyncio.sleep(0.2)  # the stream's leader may be moving
+            assert len(seqs) == 3 and seqs == sorted(set(seqs)) and seqs[0] >= 2

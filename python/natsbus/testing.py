@@ -295,6 +295,11 @@ class NatsServer(_Started):
         return f"{scheme}://{_hostport(self._host, self._port)}"
 
     @property
+    def server_name(self) -> Optional[str]:
+        """The ``server_name`` given at construction (cluster nodes: ``n1``, ``n2``...)."""
+        return self._server_name
+
+    @property
     def monitor_url(self) -> str:
         """The HTTP monitoring base URL, e.g. ``http://127.0.0.1:<port>`` (``/varz``, ``/jsz``)."""
         return f"http://{_hostport(self._host, self._monitor_port)}"
@@ -321,6 +326,25 @@ class NatsServer(_Started):
     def is_running(self) -> bool:
         """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
+
+    def lame_duck(self) -> None:
+        """Put the server into lame duck mode, as before a rolling restart: it
+        stops accepting connections, tells its clients (``INFO`` with
+        ``ldm: true``) and closes them over ``lame_duck_duration`` (server
+        config; after ``lame_duck_grace_period``), then exits. POSIX only
+        (``SIGUSR2``).
+
+        Raises:
+            RuntimeError: the server is not running.
+        """
+        import signal
+
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError("the server is not running")
+        sig = getattr(signal, "SIGUSR2", None)
+        if sig is None:
+            raise NotImplementedError("lame duck mode needs SIGUSR2 (POSIX)")
+        os.kill(self._process.pid, sig)
 
     def start(self, timeout: float = 10.0) -> Self:
         """Start the server and wait until its health endpoint answers 200.

@@ -27,6 +27,8 @@ pub struct ServerInfo {
     #[serde(default)]
     pub server_id: String,
     #[serde(default)]
+    pub server_name: String,
+    #[serde(default)]
     pub version: String,
     /// Largest message (headers + payload) the server accepts.
     #[serde(default)]
