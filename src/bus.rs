@@ -187,6 +187,9 @@ pub fn headers_from_py(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<HeaderMa
         let name: String = k
             .extract()
             .map_err(|_| Error::invalid("header names must be str"))?;
+        if name.is_empty() {
+            return Err(Error::invalid("header names must not be empty"));
+        }
         let hname: HeaderName = name
             .parse()
             .map_err(|_| Error::invalid(format!("invalid header name {name:?}")))?;

@@ -225,8 +225,14 @@ impl DirectConn {
         let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
         let (now, flush, timer) = {
             let mut g = this.lock();
-            let max = g.info.as_ref().map_or(0, |i| i.max_payload);
-            if g.phase != Phase::Ready || (max > 0 && block.len() + msg.payload.len() > max) {
+            let (max, headers) = g
+                .info
+                .as_ref()
+                .map_or((0, false), |i| (i.max_payload, i.headers));
+            if g.phase != Phase::Ready
+                || (max > 0 && block.len() + msg.payload.len() > max)
+                || (!headers && !block.is_empty())
+            {
                 return Ok(None);
             }
             let token = g.next_token;

@@ -80,21 +80,28 @@ async def _outcomes(bus: natsbus.Bus, stream: str, prefix: str) -> list[str]:
     out = []
     subject = f"{prefix}.orders"
 
-    async def attempt(coro: Any) -> None:
+    async def attempt(call: Any) -> None:
         try:
-            ack = await coro
+            ack = await call()
             out.append(f"ack {ack.stream} {ack.seq} dup={ack.duplicate}")
         except natsbus.NatsbusError as e:
             out.append(f"{type(e).__name__}: {e}")
 
-    await attempt(bus.publish(subject, {"id": 1}, headers={"X-Trace": "t1"}, msg_id="m-1"))
-    await attempt(bus.publish(subject, {"id": 1}, msg_id="m-1"))
-    await attempt(bus.publish(subject, b"\x00raw", expected_last_seq=1))
-    await attempt(bus.publish(subject, {"id": 3}, expected_last_seq=1))
-    await attempt(bus.publish(subject, {"id": 4}, expected_stream="NOT_IT"))
-    await attempt(bus.publish(subject, {"id": 5}, expected_last_msg_id="m-1"))
-    await attempt(bus.publish(f"nowhere.{prefix}", {"id": 6}))
-    await attempt(bus.publish(subject, b"x" * (2 * 1024 * 1024)))
+    await attempt(lambda: bus.publish(subject, {"id": 1}, headers={"X-Trace": "t1"}, msg_id="m-1"))
+    await attempt(lambda: bus.publish(subject, {"id": 1}, msg_id="m-1"))
+    await attempt(lambda: bus.publish(subject, b"\x00raw", expected_last_seq=1))
+    await attempt(lambda: bus.publish(subject, {"id": 3}, expected_last_seq=1))
+    await attempt(lambda: bus.publish(subject, {"id": 4}, expected_stream="NOT_IT"))
+    await attempt(lambda: bus.publish(subject, {"id": 5}, expected_last_msg_id="m-1"))
+    await attempt(lambda: bus.publish(f"nowhere.{prefix}", {"id": 6}))
+    await attempt(lambda: bus.publish(subject, b"x" * (2 * 1024 * 1024)))
+    # Nothing can smuggle protocol lines through headers.
+    await attempt(
+        lambda: bus.publish(subject, {"id": 7}, headers={"X": f"v\r\nPUB {subject} 1\r\nz"})
+    )
+    await attempt(lambda: bus.publish(subject, {"id": 8}, headers={"a:b": "v"}))
+    await attempt(lambda: bus.publish(subject, {"id": 9}, headers={"": "v"}))
+    await attempt(lambda: bus.publish(subject, {"id": 10}, msg_id="m\r\n2"))
     return out
 
 
@@ -131,6 +138,7 @@ async def test_results_match_the_main_connection(nats_url: str) -> None:
     assert direct[5].startswith("ExpectationError")
     assert direct[6].startswith("NoStreamError") and "no stream captures" in direct[6]
     assert direct[7].startswith("InvalidArgumentError")
+    assert all(d.startswith("InvalidArgumentError") for d in direct[8:12]), direct[8:]
 
 
 async def test_concurrent_publishes_are_all_stored_once(
