@@ -223,7 +223,7 @@ impl DirectConn {
         let fut = completer.create_future(py)?;
         let block = wire::header_block(msg.headers.as_ref());
         let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
-        let (now, flush, timer) = {
+        let (token, now, flush, timer) = {
             let mut g = this.lock();
             let (max, headers) = g
                 .info
@@ -257,11 +257,15 @@ impl DirectConn {
             }
             .map(|t| (t, std::mem::take(&mut g.out)));
             let flush = now.is_none() && !std::mem::replace(&mut g.flush_scheduled, true);
-            (now, flush, g.arm_timer(deadline))
+            (token, now, flush, g.arm_timer(deadline))
         };
         let ev = this.event_loop.bind(py);
         if let Some((transport, bytes)) = now {
-            this.write(py, Some(&transport), &bytes)?;
+            if let Err(e) = this.write(py, Some(&transport), &bytes) {
+                // The caller gets the error; nothing waits for an ack.
+                this.lock().pending.remove(&token);
+                return Err(e);
+            }
         }
         if flush {
             ev.call_method1(
@@ -401,12 +405,18 @@ impl DirectConn {
 
     /// A future that resolves with the server's `tls_required` once INFO arrives.
     fn info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let g = self.lock();
-        match (&g.info_fut, &g.info) {
-            (Some(f), _) => Ok(f.clone_ref(py)),
-            (None, Some(info)) => {
+        let (pending, arrived) = {
+            let g = self.lock();
+            (
+                g.info_fut.as_ref().map(|f| f.clone_ref(py)),
+                g.info.as_ref().map(|i| i.tls_required),
+            )
+        };
+        match (pending, arrived) {
+            (Some(f), _) => Ok(f),
+            (None, Some(tls_required)) => {
                 let f = self.event_loop.bind(py).call_method0("create_future")?;
-                f.call_method1("set_result", (info.tls_required,))?;
+                f.call_method1("set_result", (tls_required,))?;
                 Ok(f.unbind())
             }
             (None, None) => Err(to_pyerr(
