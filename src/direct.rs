@@ -36,7 +36,7 @@ use natsbus_core::client::{ConnectConfig, OutboundMessage, PubAck as CorePubAck}
 use natsbus_core::{Error, ErrorKind};
 
 use crate::errors::to_pyerr;
-use crate::runtime::Completer;
+use crate::runtime::{set_outcome, Completer};
 
 /// Bytes asyncio may read per `recv_into`.
 const READ_BUFFER: usize = 64 * 1024;
@@ -130,7 +130,6 @@ pub struct DirectConn {
 }
 
 fn settle(py: Python<'_>, fut: &Py<PyAny>, outcome: Outcome) {
-    let fut = fut.bind(py);
     let value = match outcome {
         Outcome::Ack(a) => Py::new(py, crate::bus::PubAck::from(a)).map(Py::into_any),
         Outcome::Value(b) => Ok(pyo3::types::PyBool::new(py, b)
@@ -140,20 +139,7 @@ fn settle(py: Python<'_>, fut: &Py<PyAny>, outcome: Outcome) {
         Outcome::Done => Ok(py.None()),
         Outcome::Fail(e) => Err(to_pyerr(py, &e)),
     };
-    let set = match value {
-        Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,)),
-        Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),)),
-    };
-    if let Err(e) = set {
-        // A future the caller cancelled (wait_for, task cancel) is done already.
-        let done = fut
-            .call_method0(pyo3::intern!(py, "done"))
-            .and_then(|d| d.is_truthy())
-            .unwrap_or(false);
-        if !done {
-            e.write_unraisable(py, Some(fut));
-        }
-    }
+    set_outcome(py, fut.bind(py), value);
 }
 
 /// Why the server refused the connection, as the error users catch.

@@ -331,12 +331,25 @@ fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, result: Result<Box<dyn Delive
         Ok(d) => d.into_py(py),
         Err(e) => Err(to_pyerr(py, &e)),
     };
+    set_outcome(py, fut, outcome);
+}
+
+/// Finish an asyncio future with a value or an exception. A future that is
+/// done already (the caller cancelled it) is left alone; any other failure
+/// to set it is reported as unraisable.
+pub fn set_outcome(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: PyResult<Py<PyAny>>) {
     let set = match outcome {
         Ok(v) => fut.call_method1(pyo3::intern!(py, "set_result"), (v,)),
         Err(e) => fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),)),
     };
     if let Err(e) = set {
-        e.write_unraisable(py, Some(fut));
+        let done = fut
+            .call_method0(pyo3::intern!(py, "done"))
+            .and_then(|d| d.is_truthy())
+            .unwrap_or(false);
+        if !done {
+            e.write_unraisable(py, Some(fut));
+        }
     }
 }
 
