@@ -169,8 +169,8 @@ async def start(bus: Bus) -> None:
     seconds for the first attempt) and keep it open until the bus closes."""
     loop = asyncio.get_running_loop()
     first: asyncio.Future[None] = loop.create_future()
-    task = loop.create_task(_Keeper(bus).run(first), name="natsbus-publish-connection")
+    keeper = _Keeper(bus)
+    task = loop.create_task(keeper.run(first), name="natsbus-publish-connection")
     bus._direct_keep(task)
-    _, _, timeout = bus._direct_plan()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(first), min(timeout, FIRST_ATTEMPT_LIMIT))
+        await asyncio.wait_for(asyncio.shield(first), min(keeper.timeout, FIRST_ATTEMPT_LIMIT))
