@@ -33,28 +33,34 @@ async def bus(nats_url: str) -> AsyncIterator[natsbus.Bus]:
 StreamFactory = Callable[..., Awaitable[tuple[str, str]]]
 
 
+async def create_stream(
+    bus: natsbus.Bus,
+    consumer: Optional[str] = None,
+    *,
+    consumer_config: Optional[dict[str, Any]] = None,
+    storage: str = "memory",
+    **config: Any,
+) -> tuple[str, str]:
+    """Create a stream with a unique name and subject prefix (``<name lowercased>.>``),
+    and optionally a durable pull consumer. Returns ``(stream, subject_prefix)``."""
+    name = unique("S")
+    prefix = name.lower()
+    body = {"name": name, "subjects": [f"{prefix}.>"], "storage": storage, **config}
+    await bus.jetstream_api(f"STREAM.CREATE.{name}", body)
+    if consumer is not None:
+        cfg = {"durable_name": consumer, "ack_policy": "explicit", **(consumer_config or {})}
+        await bus.jetstream_api(
+            f"CONSUMER.CREATE.{name}.{consumer}", {"stream_name": name, "config": cfg}
+        )
+    return name, prefix
+
+
 @pytest.fixture
 def make_stream(bus: natsbus.Bus) -> StreamFactory:
-    """Create a stream with a unique name and subject prefix, and optionally a
-    durable pull consumer. Returns ``(stream, subject_prefix)``."""
+    """``create_stream`` on the ``bus`` fixture."""
 
-    async def make(
-        consumer: Optional[str] = None,
-        *,
-        consumer_config: Optional[dict[str, Any]] = None,
-        storage: str = "memory",
-        **config: Any,
-    ) -> tuple[str, str]:
-        name = unique("S")
-        prefix = name.lower()
-        body = {"name": name, "subjects": [f"{prefix}.>"], "storage": storage, **config}
-        await bus.jetstream_api(f"STREAM.CREATE.{name}", body)
-        if consumer is not None:
-            cfg = {"durable_name": consumer, "ack_policy": "explicit", **(consumer_config or {})}
-            await bus.jetstream_api(
-                f"CONSUMER.CREATE.{name}.{consumer}", {"stream_name": name, "config": cfg}
-            )
-        return name, prefix
+    async def make(*args: Any, **kwargs: Any) -> tuple[str, str]:
+        return await create_stream(bus, *args, **kwargs)
 
     return make
 

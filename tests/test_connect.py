@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import unique
+from conftest import create_stream
 
 import natsbus
 from natsbus.testing import NatsServer
@@ -37,13 +37,9 @@ async def roundtrip(bus: natsbus.Bus, wait_direct: float = 0.0) -> None:
         await _sleep(0.05)
     direct = bus._direct
     assert direct is not None and direct.ready, "the publish connection did not open"
-    stream = unique("CONN")
-    await bus.jetstream_api(
-        f"STREAM.CREATE.{stream}",
-        {"name": stream, "subjects": [f"{stream.lower()}.>"], "storage": "memory"},
-    )
+    stream, prefix = await create_stream(bus)
     try:
-        ack = await bus.publish(f"{stream.lower()}.check", {"n": 1})
+        ack = await bus.publish(f"{prefix}.check", {"n": 1})
         assert (ack.stream, ack.seq) == (stream, 1)
         assert bus._direct is direct and direct.pending == 0
     finally:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import StreamFactory, message_count, stored, unique
+from conftest import StreamFactory, create_stream, message_count, stored, unique
 
 import natsbus
 from natsbus.testing import NatsCluster, NatsServer
@@ -43,12 +43,8 @@ async def test_publishes_travel_on_the_publish_connection(nats_server: NatsServe
     name = unique("direct")
     async with natsbus.connect(nats_server.url, name=name) as bus:
         assert bus._direct is not None and bus._direct.ready
-        stream = unique("S")
-        await bus.jetstream_api(
-            f"STREAM.CREATE.{stream}",
-            {"name": stream, "subjects": [f"{stream.lower()}.>"], "storage": "memory"},
-        )
-        acks = [await bus.publish(f"{stream.lower()}.e", {"i": i}) for i in range(200)]
+        stream, prefix = await create_stream(bus)
+        acks = [await bus.publish(f"{prefix}.e", {"i": i}) for i in range(200)]
         assert [a.seq for a in acks] == list(range(1, 201))
         assert {a.stream for a in acks} == {stream}
         assert await message_count(bus, stream) == 200
@@ -65,12 +61,8 @@ async def test_direct_publish_false_keeps_one_connection(nats_server: NatsServer
     name = unique("single")
     async with natsbus.connect(nats_server.url, name=name, direct_publish=False) as bus:
         assert bus._direct is None
-        stream = unique("S")
-        await bus.jetstream_api(
-            f"STREAM.CREATE.{stream}",
-            {"name": stream, "subjects": [f"{stream.lower()}.>"], "storage": "memory"},
-        )
-        ack = await bus.publish(f"{stream.lower()}.e", {"i": 1})
+        _, prefix = await create_stream(bus)
+        ack = await bus.publish(f"{prefix}.e", {"i": 1})
         assert ack.seq == 1
         assert len([c for c in connz(nats_server) if c.get("name") == name]) == 1
 
@@ -111,12 +103,7 @@ async def test_results_match_the_main_connection(nats_url: str) -> None:
     for direct in (True, False):
         async with natsbus.connect(nats_url, direct_publish=direct) as bus:
             assert (bus._direct is not None) is direct
-            stream = unique("S")
-            prefix = stream.lower()
-            await bus.jetstream_api(
-                f"STREAM.CREATE.{stream}",
-                {"name": stream, "subjects": [f"{prefix}.>"], "storage": "memory"},
-            )
+            stream, prefix = await create_stream(bus)
             got = await _outcomes(bus, stream, prefix)
             results[direct] = [g.replace(stream, "<S>").replace(prefix, "<p>") for g in got]
             subject, data, headers = await stored(bus, stream, 1)
@@ -199,20 +186,14 @@ async def test_in_flight_publishes_fail_when_the_connection_drops_and_it_reopens
 async def test_close_waits_for_publishes_in_flight(nats_server: NatsServer) -> None:
     name = unique("closing")
     bus = await natsbus.connect(nats_server.url, name=name)
-    stream = unique("S")
-    await bus.jetstream_api(
-        f"STREAM.CREATE.{stream}",
-        {"name": stream, "subjects": [f"{stream.lower()}.>"], "storage": "file"},
-    )
-    tasks = [
-        asyncio.ensure_future(bus.publish(f"{stream.lower()}.e", {"i": i})) for i in range(300)
-    ]
+    stream, prefix = await create_stream(bus, storage="file")
+    tasks = [asyncio.ensure_future(bus.publish(f"{prefix}.e", {"i": i})) for i in range(300)]
     await asyncio.sleep(0)
     await bus.close()
     acks = await asyncio.gather(*tasks)
     assert sorted(a.seq for a in acks) == list(range(1, 301))
     with pytest.raises(natsbus.ClosedError):
-        await bus.publish(f"{stream.lower()}.e", {"late": True})
+        await bus.publish(f"{prefix}.e", {"late": True})
     await until(lambda: not [c for c in connz(nats_server) if c.get("name") == name])
     async with natsbus.connect(nats_server.url) as check:
         assert await message_count(check, stream) == 300
