@@ -207,7 +207,7 @@ impl DirectConn {
             return Ok(None);
         }
         let fut = completer.create_future(py)?;
-        let block = wire::header_block(msg.headers.as_ref());
+        let hlen = wire::header_len(msg.headers.as_ref());
         let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
         let (token, now, flush, timer) = {
             let mut g = this.lock();
@@ -216,8 +216,8 @@ impl DirectConn {
                 .as_ref()
                 .map_or((0, false), |i| (i.max_payload, i.headers));
             if g.phase != Phase::Ready
-                || (max > 0 && block.len() + msg.payload.len() > max)
-                || (!headers && !block.is_empty())
+                || (max > 0 && hlen + msg.payload.len() > max)
+                || (!headers && hlen > 0)
             {
                 return Ok(None);
             }
@@ -226,7 +226,13 @@ impl DirectConn {
             let mut reply = String::with_capacity(this.inbox.len() + 20);
             reply.push_str(&this.inbox);
             let _ = write!(reply, "{token}");
-            wire::write_publish(&mut g.out, &msg.subject, &reply, &block, &msg.payload);
+            wire::write_publish(
+                &mut g.out,
+                &msg.subject,
+                &reply,
+                msg.headers.as_ref(),
+                &msg.payload,
+            );
             g.pending.insert(
                 token,
                 Pending {

@@ -296,44 +296,60 @@ pub fn write_sub(out: &mut Vec<u8>, subject: &str, sid: u64) {
     let _ = write!(out, "SUB {subject} {sid}\r\n");
 }
 
-/// The header block of `headers` as it goes on the wire (empty when there
-/// are none).
-pub fn header_block(headers: Option<&HeaderMap>) -> Vec<u8> {
-    let Some(h) = headers.filter(|h| !h.is_empty()) else {
-        return Vec::new();
-    };
-    let mut block = b"NATS/1.0\r\n".to_vec();
-    for (name, values) in h.iter() {
-        for value in values {
-            block.extend_from_slice(name.as_ref());
-            block.extend_from_slice(b": ");
-            block.extend_from_slice(value.as_str().as_bytes());
-            block.extend_from_slice(b"\r\n");
-        }
-    }
-    block.extend_from_slice(b"\r\n");
-    block
+fn non_empty(headers: Option<&HeaderMap>) -> Option<&HeaderMap> {
+    headers.filter(|h| !h.is_empty())
 }
 
-/// `PUB`/`HPUB` of one message with a reply subject. `header_block` comes
-/// from [`header_block`]; the caller has checked the subject.
+/// Bytes the header block of `headers` takes on the wire (0 when there are
+/// none): what counts against `max_payload` besides the payload.
+pub fn header_len(headers: Option<&HeaderMap>) -> usize {
+    non_empty(headers).map_or(0, |h| {
+        let lines: usize = h
+            .iter()
+            .map(|(name, values)| {
+                let name: &str = name.as_ref();
+                values
+                    .iter()
+                    .map(|v| name.len() + 2 + v.as_str().len() + 2)
+                    .sum::<usize>()
+            })
+            .sum();
+        b"NATS/1.0\r\n".len() + lines + 2
+    })
+}
+
+/// `PUB`/`HPUB` of one message with a reply subject, headers written straight
+/// into `out`. The caller has checked the subject (and header names and
+/// values: no CR or LF).
 pub fn write_publish(
     out: &mut Vec<u8>,
     subject: &str,
     reply: &str,
-    header_block: &[u8],
+    headers: Option<&HeaderMap>,
     payload: &[u8],
 ) {
-    if header_block.is_empty() {
-        let _ = write!(out, "PUB {subject} {reply} {}\r\n", payload.len());
-    } else {
-        let _ = write!(
-            out,
-            "HPUB {subject} {reply} {} {}\r\n",
-            header_block.len(),
-            header_block.len() + payload.len()
-        );
-        out.extend_from_slice(header_block);
+    match non_empty(headers) {
+        None => {
+            let _ = write!(out, "PUB {subject} {reply} {}\r\n", payload.len());
+        }
+        Some(h) => {
+            let hlen = header_len(Some(h));
+            let _ = write!(
+                out,
+                "HPUB {subject} {reply} {hlen} {}\r\n",
+                hlen + payload.len()
+            );
+            out.extend_from_slice(b"NATS/1.0\r\n");
+            for (name, values) in h.iter() {
+                for value in values {
+                    out.extend_from_slice(name.as_ref());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value.as_str().as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out.extend_from_slice(payload);
     out.extend_from_slice(b"\r\n");
@@ -431,18 +447,38 @@ mod tests {
     #[test]
     fn publish_framing() {
         let mut out = Vec::new();
-        write_publish(&mut out, "a.b", "_INBOX.x.1", b"", b"{}");
+        write_publish(&mut out, "a.b", "_INBOX.x.1", None, b"{}");
         assert_eq!(out, b"PUB a.b _INBOX.x.1 2\r\n{}\r\n");
+        let mut out = Vec::new();
+        write_publish(&mut out, "a.b", "r", Some(&HeaderMap::new()), b"{}");
+        assert_eq!(out, b"PUB a.b r 2\r\n{}\r\n");
+        assert_eq!(header_len(Some(&HeaderMap::new())), 0);
+
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", "m1");
-        let block = header_block(Some(&h));
-        assert_eq!(block, b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n");
+        let block = b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n";
+        assert_eq!(header_len(Some(&h)), block.len());
         let mut out = Vec::new();
-        write_publish(&mut out, "a.b", "r", &block, b"xy");
-        let expect = format!("HPUB a.b r {} {}\r\n", block.len(), block.len() + 2);
-        assert!(out.starts_with(expect.as_bytes()));
-        assert!(out.ends_with(b"\r\nxy\r\n"));
-        assert!(header_block(Some(&HeaderMap::new())).is_empty());
+        write_publish(&mut out, "a.b", "r", Some(&h), b"xy");
+        let mut expect = format!("HPUB a.b r {} {}\r\n", block.len(), block.len() + 2).into_bytes();
+        expect.extend_from_slice(block);
+        expect.extend_from_slice(b"xy\r\n");
+        assert_eq!(out, expect);
+
+        // Several values of one name: one line each, and the length agrees.
+        let mut h = HeaderMap::new();
+        h.append("X", "1");
+        h.append("X", "22");
+        let mut out = Vec::new();
+        write_publish(&mut out, "s", "r", Some(&h), b"");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("X: 1\r\nX: 22\r\n"), "{text}");
+        let hlen = header_len(Some(&h));
+        assert!(
+            text.starts_with(&format!("HPUB s r {hlen} {hlen}\r\n")),
+            "{text}"
+        );
+        assert_eq!(hlen, "NATS/1.0\r\nX: 1\r\nX: 22\r\n\r\n".len());
     }
 
     fn connect_json(info: &ServerInfo, auth: &Auth) -> serde_json::Value {
