@@ -1,21 +1,25 @@
-//! `Bus`: one connection, and everything users do with it.
+//! `Bus`: the connections to NATS, and everything users do with them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
-use natsbus_core::client::consume::{
-    Acker, InboundMessage, Inbox, PullConsumer, PullOptions, SubscriptionPump,
-};
+use async_nats::Subject;
+use natsbus_core::client::consume::{AckKind, InboundMessage, Inbox, SubscriptionPump};
 use natsbus_core::client::health::Health as CoreHealth;
+use natsbus_core::client::pull::{PullConsumer, PullOptions, DEFAULT_MAX_BYTES};
+
+// The signatures below spell DEFAULT_MAX_BYTES out, so the text signature
+// (and the stub checked against it) shows the number.
+const _: () = assert!(DEFAULT_MAX_BYTES == 8388608);
 use natsbus_core::client::{
-    self, Auth, ConnectConfig, OutboundMessage, PubAck as CorePubAck, PublishOptions, Publisher,
-    TlsConfig,
+    self, round_trip, Auth, ConnectConfig, Connected, OutboundMessage, PubAck as CorePubAck,
+    PublishOptions, Publisher, TlsConfig,
 };
 use natsbus_core::{Error, ErrorKind};
 
@@ -23,7 +27,7 @@ use crate::codec::{encode, json_to_py, py_to_json};
 use crate::direct::DirectConn;
 use crate::errors::{to_pyerr, IntoPyResult};
 use crate::message::{seconds, to_py_list, AckCtx, Message};
-use crate::runtime::{Completer, Deliver, WithPy};
+use crate::runtime::{forked_error, Completer, Deliver, ForkSafe, WithPy};
 
 /// The server's acknowledgement of a stored message.
 #[pyclass(frozen, eq, skip_from_py_object, module = "natsbus")]
@@ -266,15 +270,26 @@ fn outbound_item(i: usize, item: &Bound<'_, PyAny>) -> Result<OutboundMessage, E
     })
 }
 
-/// One connection to NATS. Create it with `natsbus.connect()`.
+/// What the runtime side of a bus is made of (left alone, not dropped, in
+/// a forked child: see `ForkSafe`).
+struct BusIo {
+    conn: Connected,
+    publisher: Publisher,
+}
+
+/// The connections to NATS: the main one (async-nats), and by default the
+/// loop-driven publish connection. Create it with `natsbus.connect()`.
 #[pyclass(frozen, module = "natsbus")]
 pub struct Bus {
-    client: async_nats::Client,
-    publisher: Publisher,
-    reconnects: client::Reconnects,
+    io: ForkSafe<BusIo>,
     ack: Arc<AckCtx>,
     completer: Arc<Completer>,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
+    /// The one close: later calls wait for it.
+    closing: Arc<tokio::sync::OnceCell<()>>,
+    /// Every source (consumer, subscription) opened on this bus, so that
+    /// closing the bus closes them the way their own close would.
+    sources: Mutex<Vec<Weak<Source>>>,
     servers: String,
     name: Option<String>,
     topology: std::sync::Mutex<Option<Arc<natsbus_core::topology::Topology>>>,
@@ -307,7 +322,9 @@ impl Bus {
     }
 
     pub fn check_open(&self, py: Python<'_>) -> PyResult<()> {
-        if self.closed.load(Ordering::Acquire) {
+        if !self.io.is_current() {
+            Err(to_pyerr(py, &forked_error("this bus")))
+        } else if self.closed.load(Ordering::Acquire) {
             Err(to_pyerr(py, &Error::closed()))
         } else {
             Ok(())
@@ -315,7 +332,17 @@ impl Bus {
     }
 
     pub fn client(&self) -> &async_nats::Client {
-        &self.client
+        &self.io.conn.client
+    }
+
+    fn conn(&self) -> &Connected {
+        &self.io.conn
+    }
+
+    fn register(&self, source: &Arc<Source>) {
+        let mut all = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(source));
     }
 
     pub fn completer(&self) -> &Arc<Completer> {
@@ -365,7 +392,7 @@ impl Bus {
                 return Ok(fut);
             }
         }
-        let publisher = self.publisher.clone();
+        let publisher = self.io.publisher.clone();
         self.completer
             .spawn(py, async move { publisher.publish(msg, timeout).await })
     }
@@ -391,7 +418,7 @@ impl Bus {
         // Encoding (here, holding the GIL) and sending (on the runtime) run
         // at the same time: each chunk goes out while the next is encoded.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let publisher = self.publisher.clone();
+        let publisher = self.io.publisher.clone();
         let fut = self.completer.spawn(py, async move {
             Ok(ManyAcks(
                 publisher.publish_stream(rx, window, timeout).await,
@@ -428,7 +455,7 @@ impl Bus {
         let timeout = seconds("timeout", Some(timeout))?;
         let empty = pyo3::types::PyBytes::new(py, b"").into_any();
         let msg = outbound(subject, data.unwrap_or(&empty), headers, None).py_err(py)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let reply = client::request::request(&client, msg, timeout).await?;
             Ok(WithPy(move |py: Python<'_>| {
@@ -451,11 +478,11 @@ impl Bus {
         match msg.headers {
             None => self
                 .ack
-                .acker
+                .acker()
                 .send_raw(msg.subject.into(), msg.payload)
                 .py_err(py),
             Some(h) => {
-                let client = self.client.clone();
+                let client = self.client().clone();
                 crate::runtime::runtime().spawn(async move {
                     let _ = client
                         .publish_with_headers(msg.subject, h, msg.payload)
@@ -467,39 +494,63 @@ impl Bus {
     }
 
     /// Start a durable pull consumption (used by `natsbus.Consumer`).
-    #[pyo3(signature = (stream, durable, *, model=None, batch=500, heartbeat=5.0, expires=30.0))]
+    /// `held` is the consumer's deque of messages taken from the source
+    /// but not yet handed to the user: closing the bus releases them.
+    #[pyo3(signature = (stream, durable, *, model=None, batch=500, max_bytes=8388608,
+        heartbeat=5.0, expires=30.0, held=None))]
     #[allow(clippy::too_many_arguments)]
     fn _consume(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         stream: String,
         durable: String,
         model: Option<Py<PyAny>>,
         batch: usize,
+        max_bytes: usize,
         heartbeat: f64,
         expires: f64,
+        held: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        self.check_open(py)?;
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open(py)?;
         if batch == 0 {
             return Err(to_pyerr(py, &Error::invalid("batch must be at least 1")));
         }
+        if max_bytes == 0 {
+            return Err(to_pyerr(
+                py,
+                &Error::invalid("max_bytes must be at least 1"),
+            ));
+        }
         let opts = PullOptions {
-            batch,
+            max_messages: batch,
+            max_bytes,
             heartbeat: seconds("heartbeat", Some(heartbeat))?.unwrap_or_default(),
             expires: seconds("expires", Some(expires))?.unwrap_or_default(),
         };
-        let client = self.client.clone();
-        let reconnects = self.reconnects.clone();
-        let ack = self.ack.clone();
-        self.completer.spawn(py, async move {
-            let pull = PullConsumer::start(client, reconnects, &stream, &durable, opts).await?;
+        let conn = this.conn().clone();
+        let ack = this.ack.clone();
+        let bus: Py<Bus> = slf.clone().unbind();
+        this.completer.spawn(py, async move {
+            let acker = ack.acker().clone();
+            let pull = PullConsumer::start(&conn, acker, &stream, &durable, opts).await?;
             Ok(WithPy(move |py: Python<'_>| {
-                let src = MessageSource {
-                    inbox: pull.inbox.clone(),
-                    kind: SourceKind::Pull(Arc::new(pull)),
-                    model,
-                    ack: Some(ack),
-                };
+                let source = Arc::new(Source::new(
+                    pull.inbox.clone(),
+                    SourceKind::Pull(ForkSafe::new(pull)),
+                    held,
+                    ack.clone(),
+                ));
+                let bus = bus.get();
+                if bus.closed.load(Ordering::Acquire) {
+                    // Closed while we connected the consumer: do not hand out
+                    // a source the bus will never close.
+                    let s = source.clone();
+                    crate::runtime::runtime().spawn(async move { s.close().await });
+                    return Err(to_pyerr(py, &Error::closed()));
+                }
+                bus.register(&source);
+                let src = MessageSource { source, model, ack };
                 Ok(Py::new(py, src)?.into_any())
             }))
         })
@@ -508,27 +559,41 @@ impl Bus {
     /// Subscribe for `serve` (used by `natsbus.Service`).
     #[pyo3(signature = (subject, queue=None, capacity=1024))]
     fn _subscribe(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         subject: String,
         queue: Option<String>,
         capacity: usize,
     ) -> PyResult<Py<PyAny>> {
-        self.check_open(py)?;
-        let client = self.client.clone();
-        let ack = self.ack.clone();
-        self.completer.spawn(py, async move {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open(py)?;
+        let conn = this.conn().clone();
+        let ack = this.ack.clone();
+        let bus: Py<Bus> = slf.clone().unbind();
+        this.completer.spawn(py, async move {
             let pump =
-                SubscriptionPump::start(&client, &subject, queue.as_deref(), capacity.max(1))
+                SubscriptionPump::start(&conn.client, &subject, queue.as_deref(), capacity.max(1))
                     .await?;
-            // Make sure the server has the subscription before we return.
-            let _ = client.flush().await;
+            // The server has the subscription before we return (a publish
+            // on another connection right after must find it).
+            let _ = round_trip(
+                &conn.client,
+                &conn.events,
+                conn.client.timeout().unwrap_or(Duration::from_secs(5)),
+            )
+            .await;
             Ok(WithPy(move |py: Python<'_>| {
+                let source = Arc::new(Source::new(
+                    pump.inbox.clone(),
+                    SourceKind::Sub(ForkSafe::new(pump)),
+                    None,
+                    ack.clone(),
+                ));
+                bus.get().register(&source);
                 let src = MessageSource {
-                    inbox: pump.inbox.clone(),
-                    kind: SourceKind::Sub(pump),
+                    source,
                     model: None,
-                    ack: Some(ack),
+                    ack,
                 };
                 Ok(Py::new(py, src)?.into_any())
             }))
@@ -537,19 +602,22 @@ impl Bus {
 
     /// Iterate a durable pull consumer: `async with bus.consume(stream, durable) as msgs`.
     /// `model` decodes `msg.data` (pydantic model, dataclass or callable).
-    #[pyo3(signature = (stream, durable, *, model=None, batch=500))]
+    /// At most `batch` messages and `max_bytes` bytes are prefetched; the
+    /// prefetch adapts to how fast messages are taken.
+    #[pyo3(signature = (stream, durable, *, model=None, batch=500, max_bytes=8388608))]
     fn consume<'py>(
         slf: &Bound<'py, Self>,
         stream: String,
         durable: String,
         model: Option<Py<PyAny>>,
         batch: usize,
+        max_bytes: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         slf.get().check_open(py)?;
         py.import("natsbus._consumer")?
             .getattr("Consumer")?
-            .call1((slf, stream, durable, model, batch))
+            .call1((slf, stream, durable, model, batch, max_bytes))
     }
 
     /// Answer requests on `subject` with `handler(msg)`; returns a running
@@ -590,7 +658,7 @@ impl Bus {
             .strip_prefix("$JS.API.")
             .map(str::to_string)
             .unwrap_or(subject);
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let v: serde_json::Value =
                 client::jsapi::request(&client, &subject, &body, timeout).await?;
@@ -602,7 +670,7 @@ impl Bus {
     fn stream_info(&self, py: Python<'_>, stream: String) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         client::jsapi::check_name(&stream, "stream").py_err(py)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             Ok(JsonValue(
                 client::jsapi::stream_info(&client, &stream).await?,
@@ -620,7 +688,7 @@ impl Bus {
         self.check_open(py)?;
         client::jsapi::check_name(&stream, "stream").py_err(py)?;
         client::jsapi::check_name(&durable, "consumer").py_err(py)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             Ok(JsonValue(
                 client::jsapi::consumer_info(&client, &stream, &durable).await?,
@@ -657,7 +725,7 @@ impl Bus {
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let opts = natsbus_core::topology::PlanOptions { allow_destructive };
             let plan = natsbus_core::topology::apply::plan_live(&client, &t, &opts).await?;
@@ -678,7 +746,7 @@ impl Bus {
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let opts = natsbus_core::topology::ApplyOptions { allow_destructive };
             let plan = natsbus_core::topology::apply(&client, &t, &opts).await?;
@@ -695,7 +763,7 @@ impl Bus {
     fn verify(&self, py: Python<'_>, topology: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let plan = natsbus_core::topology::verify(&client, &t).await?;
             Ok(crate::topology::PlanOut(
@@ -711,7 +779,7 @@ impl Bus {
     fn export(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let only = crate::topology::names(streams)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let live = natsbus_core::topology::fetch_live(&client).await?;
             check_exported(&live, &only)?;
@@ -728,7 +796,7 @@ impl Bus {
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let only = crate::topology::names(streams)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let live = natsbus_core::topology::fetch_live(&client).await?;
             check_exported(&live, &only)?;
@@ -745,7 +813,7 @@ impl Bus {
     fn status(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let only = crate::topology::names(streams)?;
-        let client = self.client.clone();
+        let client = self.client().clone();
         self.completer.spawn(py, async move {
             let live = natsbus_core::topology::fetch_live(&client).await?;
             Ok(JsonValue(crate::topology::status_value(&live, &only)))
@@ -756,7 +824,7 @@ impl Bus {
     #[pyo3(signature = (timeout=2.0))]
     fn health(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
         let timeout = seconds("timeout", Some(timeout))?.unwrap_or_default();
-        let client = self.client.clone();
+        let client = self.client().clone();
         if self.closed.load(Ordering::Acquire) {
             let h = CoreHealth::from_info(
                 &client.server_info(),
@@ -779,8 +847,8 @@ impl Bus {
     /// Wait until everything queued (publishes, acks) reached the server socket.
     fn flush(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
-        let client = self.client.clone();
-        let acker = self.ack.acker.clone();
+        let client = self.client().clone();
+        let acker = self.ack.acker().clone();
         self.completer.spawn(py, async move {
             acker.flush().await;
             client
@@ -790,9 +858,14 @@ impl Bus {
         })
     }
 
-    /// Flush queued acks and publishes, then close the connection.
+    /// Close the bus. Every consumer and subscription still open is closed
+    /// the way its own `close()` would (nothing more is asked for, messages
+    /// received and never handed out are released); every ack, nak, term and
+    /// in_progress accepted before this call is written and the server
+    /// confirms with a round trip that it read them; then the connections
+    /// close. Later calls wait for the same close.
     fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let already = self.closed.swap(true, Ordering::AcqRel);
+        self.closed.store(true, Ordering::Release);
         if let Some(task) = self
             .direct_task
             .lock()
@@ -804,21 +877,49 @@ impl Bus {
         if let Some(conn) = self.direct.lock().unwrap_or_else(|p| p.into_inner()).take() {
             conn.get().close_when_idle(py);
         }
-        let client = self.client.clone();
-        let acker = self.ack.acker.clone();
+        if !self.io.is_current() {
+            // Inherited from the parent by fork: its connections are the
+            // parent's; there is nothing here to close.
+            let fut = py
+                .import("asyncio")?
+                .call_method0("get_running_loop")?
+                .call_method0("create_future")?;
+            fut.call_method1("set_result", (py.None(),))?;
+            return Ok(fut.unbind());
+        }
+        let sources: Vec<Arc<Source>> =
+            std::mem::take(&mut *self.sources.lock().unwrap_or_else(|p| p.into_inner()))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+        for source in &sources {
+            // Takers now see "the bus is closed"; what the Python consumer
+            // holds unhanded is released with the rest.
+            source.inbox.shut(Some(Error::closed()));
+            source.claim_held(py)?;
+        }
+        let conn = self.conn().clone();
+        let acker = self.ack.acker().clone();
+        let timeout = self.config.connect_timeout;
+        let closing = self.closing.clone();
         let completer = self.completer.clone();
-        let fut = self.completer.spawn(py, async move {
-            if !already {
-                acker.flush().await;
-                let _ = client.flush().await;
-                let _ = client.drain().await;
-            }
+        self.completer.spawn(py, async move {
+            closing
+                .get_or_init(|| async move {
+                    futures_util::future::join_all(sources.iter().map(|s| s.close())).await;
+                    acker.flush().await;
+                    let _ = conn.client.flush().await;
+                    // The server must have read the acks before the socket
+                    // closes (see natsbus_core::client::roundtrip).
+                    let _ = round_trip(&conn.client, &conn.events, timeout).await;
+                    let _ = conn.client.drain().await;
+                })
+                .await;
             Ok(WithPy(move |py: Python<'_>| {
                 completer.detach(py);
                 Ok(py.None())
             }))
-        })?;
-        Ok(fut)
+        })
     }
 
     /// Route publishes through `conn` (None: through the main connection).
@@ -919,7 +1020,7 @@ impl Bus {
     fn connected(&self) -> bool {
         !self.closed()
             && matches!(
-                self.client.connection_state(),
+                self.client().connection_state(),
                 async_nats::connection::State::Connected
             )
     }
@@ -939,7 +1040,7 @@ impl Bus {
     /// The version of the server we are connected to.
     #[getter]
     fn server_version(&self) -> String {
-        self.client.server_info().version
+        self.client().server_info().version
     }
 
     fn __repr__(&self) -> String {
@@ -1023,8 +1124,96 @@ impl Deliver for ManyAcks {
 }
 
 enum SourceKind {
-    Pull(Arc<PullConsumer>),
-    Sub(SubscriptionPump),
+    Pull(ForkSafe<Arc<PullConsumer>>),
+    Sub(ForkSafe<SubscriptionPump>),
+}
+
+/// One consumer or subscription of a bus: shared by its `MessageSource`
+/// and the bus, which closes it when the bus closes.
+pub struct Source {
+    inbox: Arc<Inbox>,
+    kind: SourceKind,
+    /// The Python consumer's deque of messages taken from the inbox but not
+    /// yet handed to the user.
+    held: Option<Py<PyAny>>,
+    ack: Arc<AckCtx>,
+    /// Reply subjects of messages never handed out, to release (nak) once
+    /// the subscription is gone, so their redelivery goes to someone else.
+    release: Mutex<Vec<Subject>>,
+    stopped: AtomicBool,
+}
+
+impl Source {
+    fn new(inbox: Arc<Inbox>, kind: SourceKind, held: Option<Py<PyAny>>, ack: Arc<AckCtx>) -> Self {
+        Source {
+            inbox,
+            kind,
+            held,
+            ack,
+            release: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn is_current(&self) -> bool {
+        match &self.kind {
+            SourceKind::Pull(p) => p.is_current(),
+            SourceKind::Sub(s) => s.is_current(),
+        }
+    }
+
+    /// Claim messages that were never handed to the user; they are released
+    /// when the source has stopped (at once if it has already).
+    fn claim(&self, msgs: impl IntoIterator<Item = Subject>) {
+        let mut pending = self.release.lock().unwrap_or_else(|p| p.into_inner());
+        pending.extend(msgs);
+        if self.stopped.load(Ordering::Acquire) {
+            for reply in pending.drain(..) {
+                let _ = self.ack.acker().send(reply, &AckKind::Nak(None));
+            }
+        }
+    }
+
+    /// Claim what the Python consumer holds unhanded (its deque).
+    fn claim_held(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(held) = &self.held else {
+            return Ok(());
+        };
+        let held = held.bind(py);
+        let items = PyList::new(py, held.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+        held.call_method0("clear")?;
+        let subjects: Vec<Subject> = items
+            .iter()
+            .filter_map(|m| {
+                m.cast::<Message>()
+                    .ok()
+                    .and_then(|m| m.get().claim_unhanded())
+            })
+            .collect();
+        self.claim(subjects);
+        Ok(())
+    }
+
+    /// Stop it (see `PullConsumer::stop`), release what was claimed, and
+    /// make sure the server read the releases. Idempotent.
+    async fn close(&self) {
+        match &self.kind {
+            SourceKind::Pull(p) => p.stop().await,
+            SourceKind::Sub(s) => s.stop(),
+        }
+        let claimed = {
+            let mut pending = self.release.lock().unwrap_or_else(|p| p.into_inner());
+            self.stopped.store(true, Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
+        for reply in &claimed {
+            let _ = self.ack.acker().send(reply.clone(), &AckKind::Nak(None));
+        }
+        match &self.kind {
+            SourceKind::Pull(p) if !claimed.is_empty() => p.settle().await,
+            _ => self.ack.acker().flush().await,
+        }
+    }
 }
 
 /// A buffered source of messages (a durable pull consumer or a core
@@ -1032,23 +1221,22 @@ enum SourceKind {
 /// runtime; `wait` is the slow path when the buffer is empty.
 #[pyclass(frozen, module = "natsbus._natsbus")]
 pub struct MessageSource {
-    inbox: Arc<Inbox>,
-    kind: SourceKind,
+    source: Arc<Source>,
     model: Option<Py<PyAny>>,
-    ack: Option<Arc<AckCtx>>,
+    ack: Arc<AckCtx>,
 }
 
 struct Batch {
     msgs: Vec<InboundMessage>,
     inbox: Arc<Inbox>,
     model: Option<Py<PyAny>>,
-    ack: Option<Arc<AckCtx>>,
+    ack: Arc<AckCtx>,
 }
 
 impl Deliver for Batch {
     fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(
-            to_py_list(py, self.msgs, self.model.as_ref(), self.ack.as_ref())?
+            to_py_list(py, self.msgs, self.model.as_ref(), Some(&self.ack))?
                 .into_any()
                 .unbind(),
         )
@@ -1059,34 +1247,45 @@ impl Deliver for Batch {
     }
 }
 
+impl MessageSource {
+    fn check(&self, py: Python<'_>) -> PyResult<()> {
+        if self.source.is_current() {
+            Ok(())
+        } else {
+            Err(to_pyerr(py, &forked_error("this consumer")))
+        }
+    }
+}
+
 #[pymethods]
 impl MessageSource {
-    /// Up to `max` buffered messages, at once (possibly none).
-    fn take<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
-        let msgs = self.inbox.try_take(max).py_err(py)?;
-        to_py_list(py, msgs, self.model.as_ref(), self.ack.as_ref())
+    /// Buffered messages, at once (possibly none): up to `max`, or when
+    /// `max` is None as many as the consumer's prefetch lets one take have.
+    #[pyo3(signature = (max=None))]
+    fn take<'py>(&self, py: Python<'py>, max: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+        self.check(py)?;
+        let msgs = self.source.inbox.try_take(max).py_err(py)?;
+        to_py_list(py, msgs, self.model.as_ref(), Some(&self.ack))
     }
 
-    /// Wait for at least `min` messages (default 1) and take up to `max`;
-    /// after `timeout` seconds, take what is there (possibly an empty list).
-    #[pyo3(signature = (max, timeout=None, min=1))]
+    /// Wait for at least `min` messages (default 1) and take up to `max`
+    /// (None: as `take`); after `timeout` seconds, take what is there
+    /// (possibly an empty list). A `max` also tells the consumer how many
+    /// messages to fetch.
+    #[pyo3(signature = (max=None, timeout=None, min=1))]
     fn wait(
         &self,
         py: Python<'_>,
-        max: usize,
+        max: Option<usize>,
         timeout: Option<f64>,
         min: usize,
     ) -> PyResult<Py<PyAny>> {
+        self.check(py)?;
         let timeout = seconds("timeout", timeout)?;
-        let inbox = self.inbox.clone();
+        let inbox = self.source.inbox.clone();
         let model = self.model.as_ref().map(|m| m.clone_ref(py));
         let ack = self.ack.clone();
-        let completer = self
-            .ack
-            .as_ref()
-            .map(|a| a.completer.clone())
-            .ok_or_else(|| to_pyerr(py, &Error::closed()))?;
-        completer.spawn(py, async move {
+        self.ack.completer.clone().spawn(py, async move {
             let msgs = inbox.take_filled(min, max, timeout).await?;
             Ok(Batch {
                 msgs,
@@ -1100,42 +1299,26 @@ impl MessageSource {
     /// Number of messages buffered right now.
     #[getter]
     fn buffered(&self) -> usize {
-        self.inbox.len()
+        self.source.inbox.len()
     }
 
-    /// Stop receiving. Buffered messages that were never handed out are
-    /// released (nak) so the server redelivers them promptly; queued acks
-    /// are flushed before the returned future resolves.
-    /// Messages in `release` (taken from this source but never handed to
-    /// the user) are released too, after the subscription is gone, so their
-    /// redelivery cannot land on one of our own outstanding pull requests.
+    /// Stop receiving; see `Bus.close` for what happens to queued acks and
+    /// to messages never handed out. `release` are messages taken from this
+    /// source but never handed to the user: they are released too.
     #[pyo3(signature = (release=Vec::new()))]
     fn close(&self, py: Python<'_>, release: Vec<Py<Message>>) -> PyResult<Py<PyAny>> {
-        let Some(ack) = self.ack.clone() else {
-            return Ok(py.None());
-        };
-        let pull = match &self.kind {
-            SourceKind::Pull(p) => Some(p.clone()),
-            SourceKind::Sub(s) => {
-                s.stop();
-                None
-            }
-        };
-        let acker: Acker = ack.acker.clone();
-        ack.completer.spawn(py, async move {
-            if let Some(pull) = pull {
-                for m in pull.stop().await {
-                    Message::release(&acker, &m);
-                }
-            }
-            for m in &release {
-                m.get().release_unsettled();
-            }
-            acker.flush().await;
-            Ok(WithPy(move |py: Python<'_>| {
-                drop(release);
-                Ok(py.None())
-            }))
+        if !self.source.is_current() {
+            return Err(to_pyerr(py, &forked_error("this consumer")));
+        }
+        let subjects: Vec<Subject> = release
+            .iter()
+            .filter_map(|m| m.get().claim_unhanded())
+            .collect();
+        self.source.claim(subjects);
+        let source = self.source.clone();
+        self.ack.completer.clone().spawn(py, async move {
+            source.close().await;
+            Ok(())
         })
     }
 }
@@ -1225,23 +1408,25 @@ pub fn connect(
     let completer_for_bus = completer.clone();
     let config = Arc::new(config);
     completer.spawn(py, async move {
-        let (client, reconnects) = client::connect(&config).await?;
-        let acker = Acker::start(client.clone());
-        let publisher = Publisher::new(client.clone());
+        let conn = client::connect(&config).await?;
+        let acker = natsbus_core::client::Acker::start(conn.client.clone());
+        let publisher = Publisher::new(conn.client.clone());
         let servers = config.display_servers();
         Ok(WithPy(move |py: Python<'_>| {
-            let ack = Arc::new(AckCtx {
+            let closed = Arc::new(AtomicBool::new(false));
+            let ack = Arc::new(AckCtx::new(
                 acker,
-                client: client.clone(),
-                completer: completer_for_bus.clone(),
-            });
+                conn.client.clone(),
+                completer_for_bus.clone(),
+                closed.clone(),
+            ));
             let bus = Bus {
-                client,
-                publisher,
-                reconnects,
+                io: ForkSafe::new(BusIo { conn, publisher }),
                 ack,
                 completer: completer_for_bus,
-                closed: AtomicBool::new(false),
+                closed,
+                closing: Arc::new(tokio::sync::OnceCell::new()),
+                sources: Mutex::new(Vec::new()),
                 servers,
                 name,
                 topology: std::sync::Mutex::new(None),

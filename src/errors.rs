@@ -122,6 +122,7 @@ fn class_for(kind: ErrorKind) -> &'static str {
         ErrorKind::StreamNotFound => "StreamNotFoundError",
         ErrorKind::ConsumerNotFound => "ConsumerNotFoundError",
         ErrorKind::Expectation => "ExpectationError",
+        ErrorKind::Internal => "NatsbusError",
     }
 }
 

@@ -14,6 +14,23 @@ mod message;
 mod runtime;
 mod topology;
 
+/// For tests: work spawned on `bus`'s runtime that panics with `message`.
+/// The awaitable fails with an internal `NatsbusError` instead of hanging.
+#[pyfunction]
+fn _panic_in_runtime(
+    py: Python<'_>,
+    bus: &Bound<'_, bus::Bus>,
+    message: String,
+) -> PyResult<Py<PyAny>> {
+    bus.get().check_open(py)?;
+    bus.get().completer().spawn(py, async move {
+        if !message.is_empty() {
+            panic!("{message}");
+        }
+        Ok::<(), natsbus_core::Error>(())
+    })
+}
+
 #[pymodule]
 fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::configure();
@@ -30,6 +47,7 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bus::connect, m)?)?;
     m.add_function(wrap_pyfunction!(codec::_encode, m)?)?;
     m.add_function(wrap_pyfunction!(codec::_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_in_runtime, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

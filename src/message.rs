@@ -17,13 +17,56 @@ use natsbus_core::{Error, ErrorKind};
 
 use crate::codec::{decode_json, type_name};
 use crate::errors::IntoPyResult;
-use crate::runtime::{ready, Completer, Ready};
+use crate::runtime::{forked_error, ready, Completer, ForkSafe, Ready};
 
-/// What a message needs to settle itself: the bus's acker and client.
+/// What a message needs to settle itself: the bus's acker and client, and
+/// whether the bus still takes acks.
 pub struct AckCtx {
-    pub acker: Acker,
-    pub client: async_nats::Client,
+    io: ForkSafe<(Acker, async_nats::Client)>,
     pub completer: Arc<Completer>,
+    /// Set when the bus closes: an ack after that would never be sent.
+    pub closed: Arc<AtomicBool>,
+}
+
+impl AckCtx {
+    pub fn new(
+        acker: Acker,
+        client: async_nats::Client,
+        completer: Arc<Completer>,
+        closed: Arc<AtomicBool>,
+    ) -> AckCtx {
+        AckCtx {
+            io: ForkSafe::new((acker, client)),
+            completer,
+            closed,
+        }
+    }
+
+    pub fn acker(&self) -> &Acker {
+        &self.io.0
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.io.1
+    }
+
+    /// Refuse to settle on a bus that is closed, or that this process
+    /// inherited from its parent by fork.
+    pub fn check(&self, what: &str) -> Result<(), Error> {
+        if !self.io.is_current() {
+            return Err(forked_error(what));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                format!(
+                    "{what}: the bus is closed (closing it flushed the acks queued before; \
+                     settle messages before closing the bus)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[pyclass(frozen, module = "natsbus")]
@@ -75,6 +118,8 @@ impl Message {
 
     fn settle(&self, py: Python<'_>, kind: AckKind) -> PyResult<Py<Ready>> {
         let (ctx, reply) = self.jetstream_reply()?;
+        ctx.check(&format!("settling {}", self.where_()))
+            .py_err(py)?;
         let terminal = kind != AckKind::Progress;
         if self.settled.load(Ordering::Acquire) {
             return Err(invalid(
@@ -84,26 +129,19 @@ impl Message {
         if terminal {
             self.settled.store(true, Ordering::Release);
         }
-        ctx.acker.send(reply, &kind).py_err(py)?;
+        ctx.acker().send(reply, &kind).py_err(py)?;
         ready(py)
     }
 
-    /// Nak a message the user was never given (it sat in a local buffer),
-    /// unless it was settled meanwhile.
-    pub fn release_unsettled(&self) {
+    /// Claim a message the user was never given (it sat in a local buffer)
+    /// so it can be released: its reply subject, unless it was settled
+    /// meanwhile. The user can no longer settle it.
+    pub fn claim_unhanded(&self) -> Option<Subject> {
         if self.settled.swap(true, Ordering::AcqRel) {
-            return;
+            return None;
         }
-        if let (Some(ctx), Some(reply)) = (&self.ack, &self.inner.reply) {
-            let _ = ctx.acker.send(reply.clone(), &AckKind::Nak(None));
-        }
-    }
-
-    /// Release a message that was never handed to the user (nak, no delay).
-    pub fn release(acker: &Acker, msg: &InboundMessage) {
-        if let Some(reply) = &msg.reply {
-            let _ = acker.send(reply.clone(), &AckKind::Nak(None));
-        }
+        self.ack.as_ref()?;
+        self.inner.reply.clone()
     }
 }
 
@@ -266,12 +304,14 @@ impl Message {
     fn ack_sync(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
         let timeout = duration_arg("timeout", Some(timeout))?.unwrap_or_default();
         let (ctx, reply) = self.jetstream_reply()?;
+        ctx.check(&format!("settling {}", self.where_()))
+            .py_err(py)?;
         if self.settled.swap(true, Ordering::AcqRel) {
             return Err(invalid(
                 "message was already acknowledged (ack, nak or term)".into(),
             ));
         }
-        let client = ctx.client.clone();
+        let client = ctx.client().clone();
         ctx.completer
             .spawn(py, async move { ack_sync(&client, reply, timeout).await })
     }

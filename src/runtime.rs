@@ -9,45 +9,159 @@
 //! share one wakeup; tokio workers never contend for the GIL.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::FutureExt;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use natsbus_core::Error;
+use natsbus_core::{Error, ErrorKind};
 
 use crate::errors::to_pyerr;
 
-/// Configure the shared runtime before first use: `$NATSBUS_WORKER_THREADS`
-/// workers (default: see [`default_workers`]).
+/// How many times this process has been forked into a child (counted in
+/// the child by a `pthread_atfork` handler). A runtime, a bus and its
+/// messages belong to the generation they were made in: a forked child has
+/// none of the parent's threads, so the parent's runtime can run nothing
+/// there and its connections are the parent's sockets.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The current runtime and the generation it belongs to.
+struct Current {
+    generation: u64,
+    runtime: &'static tokio::runtime::Runtime,
+}
+
+static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
+/// Fast path: the runtime of `FAST_GEN`, set once it exists.
+static FAST: AtomicPtr<tokio::runtime::Runtime> = AtomicPtr::new(std::ptr::null_mut());
+static FAST_GEN: AtomicU64 = AtomicU64::new(u64::MAX);
+
+#[cfg(unix)]
+extern "C" fn in_forked_child() {
+    // Async-signal-safe: one atomic add. The next runtime() builds anew.
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Register the fork handler (once, at module import).
 pub fn configure() {
-    let workers = std::env::var("NATSBUS_WORKER_THREADS")
+    #[cfg(unix)]
+    {
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        REGISTERED.call_once(|| {
+            // SAFETY: registers a handler that only does an atomic add.
+            unsafe {
+                libc::pthread_atfork(None, None, Some(in_forked_child));
+            }
+        });
+    }
+}
+
+/// This process's fork generation (see [`GENERATION`]).
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// Tokio workers: `$NATSBUS_WORKER_THREADS`, else half the cores, 1 to 4.
+/// The Python thread needs a core of its own, and fewer workers mean fewer
+/// cross-thread wakeups per message (measured with bench/: on 2 cores one
+/// worker beats two on every workload).
+fn workers() -> usize {
+    std::env::var("NATSBUS_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(default_workers);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder
-        .worker_threads(workers)
-        .thread_name("natsbus-tokio")
-        .enable_all();
-    pyo3_async_runtimes::tokio::init(builder);
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
+            (cores / 2).clamp(1, 4)
+        })
 }
 
-/// Tokio workers by default: half the cores, 1 to 4. The Python thread
-/// needs a core of its own, and fewer workers mean fewer cross-thread
-/// wakeups per message (measured with bench/: on 2 cores one worker beats
-/// two on every workload).
-fn default_workers() -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    (cores / 2).clamp(1, 4)
-}
-
-/// The shared runtime.
+/// The shared runtime of this process, built on first use, and built anew
+/// in a forked child (the parent's is left alone: its threads do not exist
+/// here, and dropping it would wait for them).
 pub fn runtime() -> &'static tokio::runtime::Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
+    let generation = GENERATION.load(Ordering::Acquire);
+    if FAST_GEN.load(Ordering::Acquire) == generation {
+        let rt = FAST.load(Ordering::Acquire);
+        if !rt.is_null() {
+            // SAFETY: runtimes are leaked, never freed.
+            return unsafe { &*rt };
+        }
+    }
+    let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = current.as_ref().filter(|c| c.generation == generation) {
+        return c.runtime;
+    }
+    let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers())
+            .thread_name("natsbus-tokio")
+            .enable_all()
+            .build()
+            .expect("natsbus: cannot start the tokio runtime"),
+    ));
+    *current = Some(Current {
+        generation,
+        runtime,
+    });
+    FAST.store(std::ptr::from_ref(runtime).cast_mut(), Ordering::Release);
+    FAST_GEN.store(generation, Ordering::Release);
+    runtime
+}
+
+/// The error for using, in a forked child, what the parent made.
+pub fn forked_error(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Closed,
+        format!(
+            "{what} was created before this process forked; a forked child cannot use the \
+             parent's connections: connect again in the child (natsbus.connect(...) after fork)"
+        ),
+    )
+}
+
+/// Holds a value made by the runtime (a client, a channel, a task handle)
+/// and leaks it instead of dropping it in a forked child: dropping it there
+/// could wake the parent's runtime, whose threads and locks the child does
+/// not have.
+pub struct ForkSafe<T> {
+    inner: std::mem::ManuallyDrop<T>,
+    generation: u64,
+}
+
+impl<T> ForkSafe<T> {
+    pub fn new(value: T) -> Self {
+        ForkSafe {
+            inner: std::mem::ManuallyDrop::new(value),
+            generation: generation(),
+        }
+    }
+
+    /// Whether this value was made in this process (not inherited by fork).
+    pub fn is_current(&self) -> bool {
+        self.generation == generation()
+    }
+}
+
+impl<T> std::ops::Deref for ForkSafe<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> Drop for ForkSafe<T> {
+    fn drop(&mut self) {
+        if self.is_current() {
+            // SAFETY: dropped once, here.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.inner) };
+        }
+    }
 }
 
 /// A value produced on the runtime, turned into Python on the loop thread.
@@ -293,22 +407,36 @@ impl Completer {
         }
         let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
         for (fut, result) in batch {
-            resolve(py, fut.bind(py), result);
+            let f = fut.bind(py);
+            // A panic while turning one value into Python fails that future
+            // alone; the rest of the batch still resolves.
+            if let Err(panic) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| resolve(py, f, result)))
+            {
+                let e = Error::internal("resolving an awaitable on the event loop", &*panic);
+                set_outcome(py, f, Err(to_pyerr(py, &e)));
+            }
         }
     }
 
     /// Run `work` on the runtime; the returned asyncio future resolves with
-    /// its value on this loop.
+    /// its value on this loop. A panic in `work` resolves it with an
+    /// internal `NatsbusError` naming where the work was started.
+    #[track_caller]
     pub fn spawn<F, D>(self: &Arc<Self>, py: Python<'_>, work: F) -> PyResult<Py<PyAny>>
     where
         F: Future<Output = Result<D, Error>> + Send + 'static,
         D: Deliver,
     {
+        let location = Location::caller();
         let fut = self.new_future(py)?;
         let handle = fut.clone_ref(py);
         let completer = self.clone();
         runtime().spawn(async move {
-            let r = work.await.map(|d| Box::new(d) as Box<dyn Deliver>);
+            let r = match AssertUnwindSafe(work).catch_unwind().await {
+                Ok(r) => r.map(|d| Box::new(d) as Box<dyn Deliver>),
+                Err(panic) => Err(Error::internal(location, &*panic)),
+            };
             completer.complete(handle, r);
         });
         Ok(fut)

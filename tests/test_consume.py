@@ -371,7 +371,7 @@ async def test_iteration_ends_after_close(bus: natsbus.Bus, make_stream: StreamF
         await c.__anext__()
 
 
-async def test_closing_the_bus_ends_a_waiting_iteration(
+async def test_closing_the_bus_under_a_waiting_iteration_raises_closed_error(
     nats_url: str, make_stream: StreamFactory
 ) -> None:
     stream, _ = await make_stream("w")
@@ -388,4 +388,24 @@ async def test_closing_the_bus_ends_a_waiting_iteration(
     task = asyncio.ensure_future(drain())
     await asyncio.sleep(0.2)
     await b.close()
+    with pytest.raises(natsbus.ClosedError, match="the bus is closed"):
+        await asyncio.wait_for(task, timeout=10)
+
+
+async def test_closing_the_consumer_from_another_task_ends_the_iteration(
+    bus: natsbus.Bus, make_stream: StreamFactory
+) -> None:
+    stream, _ = await make_stream("w")
+    c = bus.consume(stream, "w")
+    await c.start()
+
+    async def drain() -> int:
+        n = 0
+        async for _ in c:
+            n += 1
+        return n
+
+    task = asyncio.ensure_future(drain())
+    await asyncio.sleep(0.2)
+    await c.close()  # e.g. from a signal handler
     assert await asyncio.wait_for(task, timeout=10) == 0

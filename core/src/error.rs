@@ -42,6 +42,8 @@ pub enum ErrorKind {
     ConsumerNotFound,
     /// A publish expectation (last sequence, last msg id, stream) failed.
     Expectation,
+    /// A bug in natsbus itself (a panic in spawned work): the message says where.
+    Internal,
 }
 
 /// The error block of a JetStream API response.
@@ -148,6 +150,23 @@ impl Error {
 
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// A panic inside natsbus, turned into an error for whoever awaited the
+    /// work. `location` is where the work was started.
+    pub fn internal(location: impl fmt::Display, panic: &(dyn std::any::Any + Send)) -> Self {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-text payload".to_string());
+        Error::new(
+            ErrorKind::Internal,
+            format!(
+                "natsbus internal error in work started at {location}: {what} \
+                 (this is a bug in natsbus; please report it with this message)"
+            ),
+        )
     }
 
     pub fn topology(problems: Vec<Problem>) -> Self {

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ._natsbus import ClosedError, InvalidArgumentError, Message
 
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+"""The default byte bound of a consumer's prefetch (8 MiB)."""
+
 if TYPE_CHECKING:
     from ._natsbus import Bus, MessageSource
 
@@ -37,12 +40,28 @@ class Consumer:
                 handle(msg.data)
                 await msg.ack()
 
-    Messages are prefetched in batches of ``batch`` (also the bound on what
-    is buffered, so memory stays flat). ``model`` decodes ``msg.data`` into a
-    pydantic model, dataclass or any callable taking the decoded JSON.
+    Messages are prefetched in Rust, and only as many as the application is
+    about to process: the prefetch starts at one message and grows with the
+    rate at which messages are taken (about four times what is taken during
+    one pull round trip), never past ``batch`` messages, ``max_bytes`` bytes
+    or a quarter of the consumer's ``max_ack_pending``. What a process holds
+    unseen is spent when it stops (each delivery counts against
+    ``max_deliver``) and is kept from the other workers of the durable.
+    ``model`` decodes ``msg.data`` into a pydantic model, dataclass or any
+    callable taking the decoded JSON.
     """
 
-    __slots__ = ("_batch", "_buf", "_bus", "_closed", "_durable", "_model", "_source", "_stream")
+    __slots__ = (
+        "_batch",
+        "_buf",
+        "_bus",
+        "_closed",
+        "_durable",
+        "_max_bytes",
+        "_model",
+        "_source",
+        "_stream",
+    )
 
     def __init__(
         self,
@@ -51,14 +70,18 @@ class Consumer:
         durable: str,
         model: Any = None,
         batch: int = 500,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if batch < 1:
             raise InvalidArgumentError("batch must be at least 1")
+        if max_bytes < 1:
+            raise InvalidArgumentError("max_bytes must be at least 1")
         self._bus = bus
         self._stream = stream
         self._durable = durable
         self._model = model
         self._batch = batch
+        self._max_bytes = max_bytes
         self._source: Optional[MessageSource] = None
         self._buf: deque[Message] = deque()
         self._closed = False
@@ -85,12 +108,23 @@ class Consumer:
             raise ClosedError(f"consumer {self._stream}/{self._durable} is closed")
         if self._source is None:
             self._source = await self._bus._consume(
-                self._stream, self._durable, model=self._model, batch=self._batch
+                self._stream,
+                self._durable,
+                model=self._model,
+                batch=self._batch,
+                max_bytes=self._max_bytes,
+                held=self._buf,
             )
         return self
 
     async def close(self) -> None:
-        """Stop prefetching, release unhanded messages, flush queued acks."""
+        """Stop consuming: ask the server for nothing more, flush queued acks
+        (the server confirms it read them), and release (nak) every message
+        received but never handed out, so another worker gets it at once.
+
+        Messages already handed out can still be acked afterwards while the
+        bus is open. Safe to call from another task (a signal handler):
+        iteration then ends."""
         if self._closed:
             return
         self._closed = True
@@ -123,11 +157,15 @@ class Consumer:
             source = self._source
             assert source is not None
         try:
-            msgs = source.take(self._batch)
+            msgs = source.take()
             if not msgs:
-                msgs = await source.wait(self._batch)
+                msgs = await source.wait()
         except ClosedError:
-            raise StopAsyncIteration from None
+            # Closed by close() (from any task): the iteration ends. Closed
+            # under it (the bus closed): that is an error.
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
         buf.extend(msgs)
         return buf.popleft()
 
@@ -135,14 +173,16 @@ class Consumer:
         """The next message, or None if none arrives within ``timeout`` seconds."""
         if self._buf:
             return self._buf.popleft()
+        if self._closed:
+            raise ClosedError(f"consumer {self._stream}/{self._durable} is closed")
         source = self._source
         if source is None:
             await self.start()
             source = self._source
             assert source is not None
-        msgs = source.take(self._batch)
+        msgs = source.take()
         if not msgs:
-            msgs = await source.wait(self._batch, timeout)
+            msgs = await source.wait(None, timeout)
         if not msgs:
             return None
         self._buf.extend(msgs)
@@ -168,7 +208,8 @@ class Consumer:
             out.extend(source.take(max_messages - len(out)))
         if out:
             return out
-        # Nothing buffered: wait for the first message, then take what is there.
+        # Nothing buffered: wait for the first message (asking the server for
+        # up to max_messages), then take what is there.
         return await source.wait(max_messages, timeout)
 
     async def batches(
@@ -187,27 +228,28 @@ class Consumer:
         await self.start()
         source = self._source
         assert source is not None
+        # The batch fills in the consumer's deque, so that closing (the
+        # consumer or the bus) releases whatever was not yet handed out.
         buf = self._buf
         try:
             while not self._closed:
-                out: list[Message] = []
-                while buf and len(out) < max_messages:
-                    out.append(buf.popleft())
                 try:
-                    if len(out) < max_messages:
-                        out.extend(source.take(max_messages - len(out)))
-                    if not out:
-                        out.extend(await source.wait(max_messages))
-                    if len(out) < max_messages:
+                    if len(buf) < max_messages:
+                        buf.extend(source.take(max_messages - len(buf)))
+                    if not buf:
+                        buf.extend(await source.wait(max_messages))
+                    if len(buf) < max_messages:
                         # One wait fills the rest of the batch, or gives up
                         # after `timeout` with whatever arrived meanwhile.
-                        missing = max_messages - len(out)
-                        out.extend(await source.wait(missing, timeout, missing))
+                        missing = max_messages - len(buf)
+                        buf.extend(await source.wait(missing, timeout, missing))
                 except ClosedError:
-                    if out:
-                        yield out
-                    return
-                yield out
+                    if self._closed:
+                        return
+                    raise
+                if not buf:
+                    continue
+                yield [buf.popleft() for _ in range(min(max_messages, len(buf)))]
         finally:
             if owned:
                 await self.close()

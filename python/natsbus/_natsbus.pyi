@@ -42,6 +42,7 @@ __all__ = [
     "__version__",
     "_decode",
     "_encode",
+    "_panic_in_runtime",
     "connect",
 ]
 
@@ -232,9 +233,9 @@ _TopologyArg = Union[Topology, Mapping[str, Any], str, os.PathLike[str]]
 @final
 class MessageSource:
     """A buffered source of messages (consumer or subscription)."""
-    def take(self, max: int) -> list[Message]: ...
+    def take(self, max: Optional[int] = None) -> list[Message]: ...
     def wait(
-        self, max: int, timeout: Optional[float] = None, min: int = 1
+        self, max: Optional[int] = None, timeout: Optional[float] = None, min: int = 1
     ) -> Awaitable[list[Message]]: ...
     @property
     def buffered(self) -> int: ...
@@ -273,7 +274,13 @@ class Bus:
     ) -> Awaitable[Message]: ...
     def _respond(self, reply: str, data: Any, *, headers: Optional[_Headers] = None) -> None: ...
     def consume(
-        self, stream: str, durable: str, *, model: Any = None, batch: int = 500
+        self,
+        stream: str,
+        durable: str,
+        *,
+        model: Any = None,
+        batch: int = 500,
+        max_bytes: int = 8388608,
     ) -> Consumer: ...
     def serve(
         self,
@@ -290,8 +297,10 @@ class Bus:
         *,
         model: Any = None,
         batch: int = 500,
+        max_bytes: int = 8388608,
         heartbeat: float = 5.0,
         expires: float = 30.0,
+        held: Any = None,
     ) -> Awaitable[MessageSource]: ...
     def _subscribe(
         self, subject: str, queue: Optional[str] = None, capacity: int = 1024
@@ -365,3 +374,6 @@ def _encode(obj: Any) -> tuple[bytes, bool]:
 
 def _decode(payload: bytes) -> Any:
     """The JSON decoder behind ``Message.data``."""
+
+def _panic_in_runtime(bus: Bus, message: str) -> Awaitable[None]:
+    """For tests: work on the runtime that panics with ``message``."""

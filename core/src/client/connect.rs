@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::events::ConnEvents;
 use crate::client::redact_url;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -145,10 +146,18 @@ pub(crate) fn check_file(what: &str, path: &std::path::Path) -> Result<()> {
 /// waiting for the old pull request to expire.
 pub type Reconnects = tokio::sync::watch::Receiver<u64>;
 
+/// A connected client and what listens to its events.
+#[derive(Clone)]
+pub struct Connected {
+    pub client: async_nats::Client,
+    pub reconnects: Reconnects,
+    pub events: std::sync::Arc<ConnEvents>,
+}
+
 /// Connect, authenticate, and return the client. Fails with `Auth` when the
 /// server rejects the credentials and with `Connect` when no server answers,
 /// in either case within `connect_timeout`.
-pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reconnects)> {
+pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
     if config.servers.is_empty() {
         return Err(Error::invalid(
             "no server given: pass a URL or set $NATS_URL",
@@ -162,11 +171,18 @@ pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reco
         .request_timeout(Some(Duration::from_secs(5)));
     let (connects_tx, connects_rx) = tokio::sync::watch::channel(0u64);
     let connects_tx = std::sync::Arc::new(connects_tx);
+    let events = ConnEvents::new();
+    let events_in_cb = events.clone();
     opts = opts.event_callback(move |event| {
         let tx = connects_tx.clone();
+        let events = events_in_cb.clone();
         async move {
-            if matches!(event, async_nats::Event::Connected) {
-                tx.send_modify(|n| *n += 1);
+            match event {
+                async_nats::Event::Connected => tx.send_modify(|n| *n += 1),
+                async_nats::Event::ServerError(async_nats::ServerError::Other(text)) => {
+                    events.server_error(&text);
+                }
+                _ => {}
             }
         }
     });
@@ -223,7 +239,11 @@ pub async fn connect(config: &ConnectConfig) -> Result<(async_nats::Client, Reco
     let shown = config.display_servers();
     let timeout = config.connect_timeout;
     match tokio::time::timeout(timeout, opts.connect(servers)).await {
-        Ok(Ok(client)) => Ok((client, connects_rx)),
+        Ok(Ok(client)) => Ok(Connected {
+            client,
+            reconnects: connects_rx,
+            events,
+        }),
         Ok(Err(e)) => Err(connect_error(&shown, e)),
         Err(_) => Err(Error::new(
             ErrorKind::Connect,

@@ -1,13 +1,15 @@
-//! Inbound messages: a bounded buffer filled by a tokio task and emptied by
-//! the caller without a runtime round trip, the durable pull-consumer pump
-//! that keeps it full across reconnects, and the acker.
+//! Inbound messages: a buffer filled by a tokio task and emptied by the
+//! caller without a runtime round trip, the core subscription that feeds
+//! one, and the acker. The durable pull consumer is in `pull.rs`.
 //!
 //! The buffer (`Inbox`) is the boundary trick: Python takes whatever is
 //! already buffered with a plain lock (no task, no wakeup), and only waits on
-//! the runtime when the buffer is empty. Its capacity bounds memory: the pump
-//! stops pulling while the buffer is full.
+//! the runtime when the buffer is empty. It also tells its producer how the
+//! application takes messages (how many it holds, how many it waits for),
+//! which is what a pull consumer sizes its requests by.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ pub struct InboundMessage {
     pub reply: Option<Subject>,
     pub headers: Option<HeaderMap>,
     pub payload: Bytes,
+    /// Subject + reply + headers + payload bytes: what the server counts
+    /// against a pull request's `max_bytes`.
+    pub length: usize,
 }
 
 impl From<async_nats::Message> for InboundMessage {
@@ -37,6 +42,7 @@ impl From<async_nats::Message> for InboundMessage {
             reply: m.reply,
             headers: m.headers,
             payload: m.payload,
+            length: m.length,
         }
     }
 }
@@ -78,18 +84,45 @@ pub fn parse_delivery(reply: &str) -> Option<Delivery> {
 
 struct InboxState {
     buf: VecDeque<InboundMessage>,
+    /// Sum of `length` over `buf`.
+    bytes: usize,
     closed: bool,
     error: Option<Error>,
+    flow: Flow,
 }
 
-/// A bounded, thread-safe message buffer between a producer task and a
-/// consumer that may sit outside the runtime.
+/// How the application takes messages, as the producer sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// Messages buffered, not yet taken.
+    pub buffered: usize,
+    /// Their bytes.
+    pub buffered_bytes: usize,
+    /// The last handout: taken and, until the next take, in use.
+    pub held: usize,
+    pub held_bytes: usize,
+    /// Messages taken in all.
+    pub taken: u64,
+    /// Someone waits for messages right now.
+    pub waiting: bool,
+    /// The most messages a waiting taker asked for by number (0: none did).
+    pub demand: usize,
+}
+
+/// A thread-safe message buffer between a producer task and a consumer
+/// that may sit outside the runtime.
 pub struct Inbox {
     state: Mutex<InboxState>,
     data: Notify,
+    /// Woken when the application took messages (or started to wait) and
+    /// its holdings fell to `wake_at`: the producer may ask for more.
     space: Notify,
-    /// Most messages held at once.
+    /// Most messages a blocking [`push`](Self::push) lets in.
     pub capacity: usize,
+    /// Most messages one take hands out when the taker names no number.
+    handout: AtomicUsize,
+    /// Wake the producer when buffered + held falls to this many.
+    wake_at: AtomicUsize,
 }
 
 impl Inbox {
@@ -97,12 +130,16 @@ impl Inbox {
         Arc::new(Inbox {
             state: Mutex::new(InboxState {
                 buf: VecDeque::with_capacity(capacity.min(4096)),
+                bytes: 0,
                 closed: false,
                 error: None,
+                flow: Flow::default(),
             }),
             data: Notify::new(),
             space: Notify::new(),
             capacity: capacity.max(1),
+            handout: AtomicUsize::new(usize::MAX),
+            wake_at: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -111,56 +148,129 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Take up to `max` buffered messages without waiting. An empty vector
-    /// means nothing is buffered yet; an error means the inbox is finished
+    /// What the producer sizes its requests by.
+    pub fn flow(&self) -> Flow {
+        let st = self.lock();
+        Flow {
+            buffered: st.buf.len(),
+            buffered_bytes: st.bytes,
+            ..st.flow
+        }
+    }
+
+    /// The most messages a take without a number hands out.
+    pub fn set_handout(&self, n: usize) {
+        self.handout.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Wake the producer when buffered + held falls to `n` (`usize::MAX`:
+    /// on every take; 0 with nothing outstanding is still woken when a
+    /// taker starts to wait).
+    pub fn set_wake_at(&self, n: usize) {
+        self.wake_at.store(n, Ordering::Relaxed);
+    }
+
+    /// Wait until the application takes messages or starts to wait.
+    pub async fn taken(&self) {
+        self.space.notified().await;
+    }
+
+    fn hand_out(&self, st: &mut InboxState, want: Option<usize>) -> Vec<InboundMessage> {
+        let limit = want.unwrap_or_else(|| self.handout.load(Ordering::Relaxed));
+        let n = limit.max(1).min(st.buf.len());
+        let out: Vec<InboundMessage> = st.buf.drain(..n).collect();
+        let bytes: usize = out.iter().map(|m| m.length).sum();
+        st.bytes = st.bytes.saturating_sub(bytes);
+        // Taking again means the previous handout is done with.
+        st.flow.held = out.len();
+        st.flow.held_bytes = bytes;
+        st.flow.taken += out.len() as u64;
+        out
+    }
+
+    fn wake_producer(&self, st: &InboxState) {
+        if st.buf.len() + st.flow.held <= self.wake_at.load(Ordering::Relaxed) || st.flow.waiting {
+            self.space.notify_one();
+        }
+    }
+
+    /// Take up to `want` buffered messages (`None`: as many as the producer
+    /// lets one take hand out) without waiting. An empty vector means
+    /// nothing is buffered yet; an error means the inbox is finished
     /// (closed, or failed for good) and holds nothing more.
-    pub fn try_take(&self, max: usize) -> Result<Vec<InboundMessage>> {
+    pub fn try_take(&self, want: Option<usize>) -> Result<Vec<InboundMessage>> {
         let mut st = self.lock();
+        if st.closed {
+            // What is still buffered is for the closer to release.
+            return Err(st
+                .error
+                .clone()
+                .unwrap_or_else(|| Error::new(ErrorKind::Closed, "the consumer is closed")));
+        }
         if st.buf.is_empty() {
             if let Some(e) = &st.error {
                 return Err(e.clone());
             }
-            if st.closed {
-                return Err(Error::new(ErrorKind::Closed, "the consumer is closed"));
-            }
+            st.flow.held = 0;
+            st.flow.held_bytes = 0;
+            self.wake_producer(&st);
             return Ok(Vec::new());
         }
-        let n = max.max(1).min(st.buf.len());
-        let out: Vec<_> = st.buf.drain(..n).collect();
-        drop(st);
-        self.space.notify_one();
+        let out = self.hand_out(&mut st, want);
+        self.wake_producer(&st);
         Ok(out)
     }
 
-    /// Wait until at least one message is buffered and take up to `max`.
+    /// Wait until at least one message is buffered and take up to `want`.
     /// Returns an empty vector when `timeout` passes first.
-    pub async fn take(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<InboundMessage>> {
-        self.take_filled(1, max, timeout).await
+    pub async fn take(
+        &self,
+        want: Option<usize>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<InboundMessage>> {
+        self.take_filled(1, want, timeout).await
     }
 
     /// Wait until `min` messages are buffered (or `timeout` passes, or the
-    /// inbox ends), then take up to `max`: one wakeup fills a whole batch.
+    /// inbox ends), then take up to `want`: one wakeup fills a whole batch.
+    /// While it waits, the producer sees `want` as the application's demand.
     pub async fn take_filled(
         &self,
         min: usize,
-        max: usize,
+        want: Option<usize>,
         timeout: Option<Duration>,
     ) -> Result<Vec<InboundMessage>> {
-        let min = min.clamp(1, self.capacity).min(max.max(1));
+        let min = min.max(1).min(want.unwrap_or(usize::MAX).max(1));
         let wait = async {
             loop {
                 let notified = self.data.notified();
-                let short = {
-                    let st = self.lock();
-                    st.buf.len() < min && !st.closed && st.error.is_none()
-                };
-                if short {
-                    notified.await;
-                    continue;
-                }
-                let got = self.try_take(max)?;
-                if !got.is_empty() {
-                    return Ok(got);
+                {
+                    let mut st = self.lock();
+                    if st.closed {
+                        drop(st);
+                        return self.try_take(want);
+                    }
+                    let ready = st.buf.len() >= min || st.error.is_some();
+                    if ready && !st.buf.is_empty() {
+                        st.flow.waiting = false;
+                        st.flow.demand = 0;
+                        let out = self.hand_out(&mut st, want);
+                        self.wake_producer(&st);
+                        return Ok(out);
+                    }
+                    if ready {
+                        drop(st);
+                        return self.try_take(want);
+                    }
+                    st.flow.held = 0;
+                    st.flow.held_bytes = 0;
+                    let demand = want.unwrap_or(0).max(min);
+                    let changed = !st.flow.waiting || st.flow.demand < demand;
+                    st.flow.waiting = true;
+                    st.flow.demand = st.flow.demand.max(demand);
+                    if changed {
+                        self.space.notify_one();
+                    }
                 }
                 notified.await;
             }
@@ -169,18 +279,29 @@ impl Inbox {
             Some(t) => match tokio::time::timeout(t, wait).await {
                 Ok(r) => r,
                 // Time is up: whatever is there (possibly nothing).
-                Err(_) => match self.try_take(max) {
-                    Ok(got) => Ok(got),
-                    Err(e) => Err(e),
-                },
+                Err(_) => {
+                    self.end_wait();
+                    self.try_take(want)
+                }
             },
             None => wait.await,
         }
     }
 
-    /// Add a message, waiting while the buffer is full. When the inbox is
-    /// closed the message comes back (it was never handed out) so the
-    /// caller can release it.
+    fn end_wait(&self) {
+        let mut st = self.lock();
+        st.flow.waiting = false;
+        st.flow.demand = 0;
+    }
+
+    fn add(st: &mut InboxState, msg: InboundMessage) {
+        st.bytes += msg.length;
+        st.buf.push_back(msg);
+    }
+
+    /// Add a message, waiting while `capacity` messages are buffered. When
+    /// the inbox is closed the message comes back (it was never handed out)
+    /// so the caller can release it.
     pub async fn push(&self, msg: InboundMessage) -> Result<(), InboundMessage> {
         loop {
             let space = self.space.notified();
@@ -190,7 +311,7 @@ impl Inbox {
                     return Err(msg);
                 }
                 if st.buf.len() < self.capacity {
-                    st.buf.push_back(msg);
+                    Self::add(&mut st, msg);
                     drop(st);
                     self.data.notify_one();
                     return Ok(());
@@ -200,6 +321,22 @@ impl Inbox {
         }
     }
 
+    /// Add a message without waiting (the producer bounds what it asks
+    /// for). When the inbox is closed the message comes back.
+    // The message itself comes back so the caller can release it; boxing it
+    // would cost an allocation per message on the hot path.
+    #[allow(clippy::result_large_err)]
+    pub fn push_now(&self, msg: InboundMessage) -> Result<(), InboundMessage> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(msg);
+        }
+        Self::add(&mut st, msg);
+        drop(st);
+        self.data.notify_one();
+        Ok(())
+    }
+
     /// Return messages that were taken but never handed to the user (for
     /// example, the awaiting task was cancelled) to the front of the buffer.
     pub fn put_back(&self, msgs: Vec<InboundMessage>) {
@@ -207,11 +344,30 @@ impl Inbox {
             return;
         }
         let mut st = self.lock();
+        let n = msgs.len();
         for m in msgs.into_iter().rev() {
+            st.bytes += m.length;
             st.buf.push_front(m);
         }
+        st.flow.held = st.flow.held.saturating_sub(n);
+        st.flow.taken = st.flow.taken.saturating_sub(n as u64);
         drop(st);
         self.data.notify_one();
+    }
+
+    /// Hand out nothing more (takers see `error`, or "closed"), keeping what
+    /// is buffered for [`close`](Self::close) to return.
+    pub fn shut(&self, error: Option<Error>) {
+        let mut st = self.lock();
+        st.closed = true;
+        if st.error.is_none() {
+            st.error = error;
+        }
+        drop(st);
+        self.data.notify_waiters();
+        self.data.notify_one();
+        self.space.notify_waiters();
+        self.space.notify_one();
     }
 
     /// Finish the inbox. With an error, takers see it. Returns the messages
@@ -222,11 +378,13 @@ impl Inbox {
         if st.error.is_none() {
             st.error = error;
         }
+        st.bytes = 0;
         let rest = st.buf.drain(..).collect();
         drop(st);
         self.data.notify_waiters();
         self.data.notify_one();
         self.space.notify_waiters();
+        self.space.notify_one();
         rest
     }
 
@@ -351,248 +509,6 @@ pub async fn ack_sync(
         .map_err(|e| jsapi::request_error("ack_sync", e))
 }
 
-/// How many pull batches the buffer holds. A reader that takes a whole
-/// batch at once (`batches()`) must find the next one already arriving.
-pub const PREFETCH_BATCHES: usize = 2;
-
-/// Options of a durable pull consumption.
-#[derive(Debug, Clone)]
-pub struct PullOptions {
-    /// Most messages per pull request. The buffer holds
-    /// [`PREFETCH_BATCHES`] batches, so a reader taking a whole batch at
-    /// once does not drain it to empty while the next pull is on its way.
-    pub batch: usize,
-    pub heartbeat: Duration,
-    pub expires: Duration,
-}
-
-impl Default for PullOptions {
-    fn default() -> Self {
-        PullOptions {
-            batch: 500,
-            heartbeat: Duration::from_secs(5),
-            expires: Duration::from_secs(30),
-        }
-    }
-}
-
-/// A running durable pull consumption: a task keeps the inbox full.
-pub struct PullConsumer {
-    pub inbox: Arc<Inbox>,
-    pub stream: String,
-    pub durable: String,
-    stop: Arc<Notify>,
-    task: Mutex<Option<JoinHandle<Vec<InboundMessage>>>>,
-}
-
-impl PullConsumer {
-    /// Check that the stream and consumer exist (the errors name them), then
-    /// start pulling.
-    pub async fn start(
-        client: async_nats::Client,
-        reconnects: crate::client::Reconnects,
-        stream: &str,
-        durable: &str,
-        opts: PullOptions,
-    ) -> Result<PullConsumer> {
-        jsapi::check_name(stream, "stream")?;
-        jsapi::check_name(durable, "consumer")?;
-        let info = jsapi::consumer_info(&client, stream, durable).await?;
-        let config = info.get("config").cloned().unwrap_or_default();
-        if config
-            .get("deliver_subject")
-            .and_then(|v| v.as_str())
-            .is_some_and(|s| !s.is_empty())
-        {
-            return Err(Error::invalid(format!(
-                "consumer {durable:?} on stream {stream:?} is a push consumer (it has a deliver_subject); consume() needs a pull consumer"
-            )));
-        }
-        let inbox = Inbox::new(opts.batch.max(1) * PREFETCH_BATCHES);
-        let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(pump(
-            client,
-            reconnects,
-            stream.to_string(),
-            durable.to_string(),
-            opts,
-            inbox.clone(),
-            stop.clone(),
-        ));
-        Ok(PullConsumer {
-            inbox,
-            stream: stream.to_string(),
-            durable: durable.to_string(),
-            stop,
-            task: Mutex::new(Some(task)),
-        })
-    }
-
-    /// Stop pulling and unsubscribe. Returns every message that was received
-    /// but never handed out (buffered, or still in the subscription), so the
-    /// caller can release them (nak) for prompt redelivery.
-    pub async fn stop(&self) -> Vec<InboundMessage> {
-        let mut rest = self.inbox.close(None);
-        self.stop.notify_one();
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            if let Ok(more) = task.await {
-                rest.extend(more);
-            }
-        }
-        rest.extend(self.inbox.close(None));
-        rest
-    }
-}
-
-impl Drop for PullConsumer {
-    fn drop(&mut self) {
-        // Not stopped by `stop()`: end the task; the server redelivers what
-        // it held after ack_wait.
-        self.inbox.close(None);
-        self.stop.notify_one();
-    }
-}
-
-/// Keep the inbox full, and survive reconnects and server restarts.
-///
-/// One inbox subscription lives as long as the consumption (async-nats
-/// re-subscribes it after a reconnect), so a delivery answering any pull
-/// request we ever sent still reaches us. Pull requests ask for no more than
-/// the free buffer space, so memory is bounded by the buffer. After a
-/// reconnect, or when heartbeats stop, the server may have forgotten our
-/// requests: we pull again at once instead of waiting for them to expire.
-async fn pump(
-    client: async_nats::Client,
-    mut reconnects: crate::client::Reconnects,
-    stream: String,
-    durable: String,
-    opts: PullOptions,
-    inbox: Arc<Inbox>,
-    stop: Arc<Notify>,
-) -> Vec<InboundMessage> {
-    let deliver_to = client.new_inbox();
-    let mut sub = match client.subscribe(deliver_to.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            inbox.fail(Error::new(
-                ErrorKind::Connect,
-                format!("cannot subscribe: {e}"),
-            ));
-            return Vec::new();
-        }
-    };
-    let next_subject = format!("{}.CONSUMER.MSG.NEXT.{stream}.{durable}", jsapi::API_PREFIX);
-    let capacity = inbox.capacity;
-    let low_water = (opts.batch / 2).max(1);
-    // Messages asked for and not yet received or released by the server.
-    let mut pending: usize = 0;
-    let mut last_activity = tokio::time::Instant::now();
-    let stale_after = opts.heartbeat * 2 + Duration::from_millis(500);
-    let mut backoff = Duration::from_millis(100);
-    let mut leftovers = Vec::new();
-    reconnects.borrow_and_update();
-    'pull: loop {
-        if inbox.is_closed() {
-            break 'pull;
-        }
-        let room = capacity.saturating_sub(inbox.len() + pending);
-        if room >= low_water || (pending == 0 && room > 0) {
-            let ask = room.min(opts.batch.max(1));
-            let request = serde_json::json!({
-                "batch": ask,
-                "expires": u64::try_from(opts.expires.as_nanos()).unwrap_or(u64::MAX),
-                "idle_heartbeat": u64::try_from(opts.heartbeat.as_nanos()).unwrap_or(u64::MAX),
-            });
-            let body = Bytes::from(request.to_string());
-            if client
-                .publish_with_reply(next_subject.clone(), deliver_to.clone(), body)
-                .await
-                .is_ok()
-            {
-                pending += ask;
-                last_activity = tokio::time::Instant::now();
-            }
-        }
-        let heartbeat_deadline = last_activity + stale_after;
-        tokio::select! {
-            biased;
-            _ = stop.notified() => break 'pull,
-            msg = sub.next() => {
-                let Some(msg) = msg else {
-                    inbox.fail(Error::new(ErrorKind::Closed, "the connection is closed"));
-                    return leftovers;
-                };
-                last_activity = tokio::time::Instant::now();
-                match msg.status {
-                    None => {
-                        pending = pending.saturating_sub(1);
-                        backoff = Duration::from_millis(100);
-                        if let Err(m) = inbox.push(InboundMessage::from(msg)).await {
-                            leftovers.push(m);
-                            break 'pull;
-                        }
-                    }
-                    Some(status) => match status.as_u16() {
-                        // Idle heartbeat: the request is alive.
-                        100 => {}
-                        // A request ended (expired / no messages): what it
-                        // still owed will not come.
-                        404 | 408 => {
-                            let left = msg
-                                .headers
-                                .as_ref()
-                                .and_then(|h| h.get("Nats-Pending-Messages"))
-                                .and_then(|v| v.as_str().parse::<usize>().ok());
-                            pending = match left {
-                                Some(n) => pending.saturating_sub(n),
-                                None => 0,
-                            };
-                        }
-                        // 409: consumer deleted, leadership change, limits...
-                        _ => {
-                            pending = 0;
-                            match jsapi::consumer_info(&client, &stream, &durable).await {
-                                Err(e) if matches!(e.kind, ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound) => {
-                                    inbox.fail(e);
-                                    break 'pull;
-                                }
-                                _ => {
-                                    tokio::time::sleep(backoff).await;
-                                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                                }
-                            }
-                        }
-                    },
-                }
-            }
-            changed = reconnects.changed() => {
-                if changed.is_err() {
-                    break 'pull;
-                }
-                // The server may have forgotten our requests.
-                pending = 0;
-            }
-            _ = tokio::time::sleep_until(heartbeat_deadline), if pending > 0 => {
-                // No message and no heartbeat: our requests are gone.
-                pending = 0;
-            }
-            _ = inbox.space.notified(), if pending == 0 => {
-                // The buffer was full and the user took some: pull again.
-            }
-        }
-    }
-    // Unsubscribing closes the channel; what it already holds still comes
-    // out, and the server stops delivering to requests nobody listens to.
-    let _ = sub.unsubscribe().await;
-    while let Some(m) = sub.next().await {
-        if m.status.is_none() {
-            leftovers.push(InboundMessage::from(m));
-        }
-    }
-    leftovers
-}
-
 /// A core subscription feeding an inbox (used by `serve`).
 pub struct SubscriptionPump {
     pub inbox: Arc<Inbox>,
@@ -652,33 +568,34 @@ mod tests {
             reply: None,
             headers: None,
             payload: Bytes::from(vec![i]),
+            length: 10,
         }
     }
 
     #[tokio::test]
     async fn inbox_take_put_back_and_close() {
         let inbox = Inbox::new(4);
-        assert!(inbox.try_take(10).unwrap().is_empty());
+        assert!(inbox.try_take(Some(10)).unwrap().is_empty());
         for i in 0..3 {
             assert!(inbox.push(msg(i)).await.is_ok());
         }
-        let got = inbox.try_take(2).unwrap();
+        let got = inbox.try_take(Some(2)).unwrap();
         assert_eq!(got.len(), 2);
         inbox.put_back(got);
-        let all = inbox.take(10, None).await.unwrap();
+        let all = inbox.take(Some(10), None).await.unwrap();
         assert_eq!(
             all.iter().map(|m| m.payload[0]).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
         assert!(inbox
-            .take(1, Some(Duration::from_millis(20)))
+            .take(Some(1), Some(Duration::from_millis(20)))
             .await
             .unwrap()
             .is_empty());
         inbox.push(msg(9)).await.unwrap();
         let rest = inbox.close(None);
         assert_eq!(rest.len(), 1);
-        assert_eq!(inbox.try_take(1).unwrap_err().kind, ErrorKind::Closed);
+        assert_eq!(inbox.try_take(None).unwrap_err().kind, ErrorKind::Closed);
         let back = inbox.push(msg(1)).await.unwrap_err();
         assert_eq!(back.payload[0], 1);
     }
@@ -697,7 +614,7 @@ mod tests {
         let mut seen = Vec::new();
         while seen.len() < 10 {
             assert!(inbox.len() <= 2);
-            for m in inbox.take(3, None).await.unwrap() {
+            for m in inbox.take(Some(3), None).await.unwrap() {
                 seen.push(m.payload[0]);
             }
         }
@@ -718,17 +635,32 @@ mod tests {
             })
         };
         let got = inbox
-            .take_filled(5, 5, Some(Duration::from_secs(5)))
+            .take_filled(5, Some(5), Some(Duration::from_secs(5)))
             .await
             .unwrap();
         assert_eq!(got.len(), 5, "one wakeup for the whole batch");
         producer.await.unwrap();
         inbox.push(msg(9)).await.unwrap();
         let partial = inbox
-            .take_filled(4, 4, Some(Duration::from_millis(30)))
+            .take_filled(4, Some(4), Some(Duration::from_millis(30)))
             .await
             .unwrap();
         assert_eq!(partial.len(), 1, "the timeout hands over what is there");
+    }
+
+    #[tokio::test]
+    async fn a_shut_inbox_hands_out_nothing_and_keeps_its_buffer() {
+        let inbox = Inbox::new(4);
+        inbox.push_now(msg(1)).unwrap();
+        inbox.push_now(msg(2)).unwrap();
+        inbox.shut(Some(Error::closed()));
+        let e = inbox.try_take(None).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::Closed, "the bus is closed")
+        );
+        assert!(inbox.take(None, None).await.is_err());
+        assert_eq!(inbox.close(None).len(), 2, "kept for the closer to release");
     }
 
     #[tokio::test]
@@ -736,11 +668,49 @@ mod tests {
         let inbox = Inbox::new(4);
         inbox.push(msg(1)).await.unwrap();
         inbox.fail(Error::new(ErrorKind::ConsumerNotFound, "gone"));
-        assert_eq!(inbox.try_take(5).unwrap().len(), 1);
+        assert_eq!(inbox.try_take(Some(5)).unwrap().len(), 1);
         assert_eq!(
-            inbox.try_take(5).unwrap_err().kind,
+            inbox.try_take(Some(5)).unwrap_err().kind,
             ErrorKind::ConsumerNotFound
         );
+    }
+
+    #[tokio::test]
+    async fn the_producer_sees_holdings_and_demand() {
+        let inbox = Inbox::new(100);
+        inbox.set_handout(2);
+        for i in 0..5 {
+            inbox.push_now(msg(i)).unwrap();
+        }
+        let f = inbox.flow();
+        assert_eq!((f.buffered, f.buffered_bytes, f.held), (5, 50, 0));
+        // Without a number a take hands out at most `handout`.
+        assert_eq!(inbox.try_take(None).unwrap().len(), 2);
+        let f = inbox.flow();
+        assert_eq!((f.buffered, f.held, f.held_bytes, f.taken), (3, 2, 20, 2));
+        // A named number overrides it; taking again releases the last handout.
+        assert_eq!(inbox.try_take(Some(10)).unwrap().len(), 3);
+        assert_eq!((inbox.flow().held, inbox.flow().taken), (3, 5));
+        assert!(inbox.try_take(None).unwrap().is_empty());
+        assert_eq!(inbox.flow().held, 0);
+        // A waiting taker shows its demand until it is served.
+        let waiter = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move { inbox.take_filled(3, Some(7), None).await })
+        };
+        // The waiter wakes the producer when it starts to wait.
+        while !inbox.flow().waiting {
+            inbox.taken().await;
+        }
+        let f = inbox.flow();
+        assert_eq!(f.demand, 7);
+        for i in 0..3 {
+            inbox.push_now(msg(i)).unwrap();
+        }
+        assert_eq!(waiter.await.unwrap().unwrap().len(), 3);
+        let f = inbox.flow();
+        assert!(!f.waiting);
+        assert_eq!((f.demand, f.held), (0, 3));
     }
 
     #[test]

@@ -5,15 +5,21 @@
 
 pub mod connect;
 pub mod consume;
+pub mod events;
 pub mod health;
 pub mod jsapi;
 pub mod publish;
+pub mod pull;
 pub mod request;
+pub mod roundtrip;
 pub mod wire;
 
-pub use connect::{connect, Auth, ConnectConfig, Reconnects, TlsConfig};
+pub use connect::{connect, Auth, ConnectConfig, Connected, Reconnects, TlsConfig};
 pub use consume::{AckKind, Acker, InboundMessage, Inbox};
+pub use events::{ConnEvents, Violation};
 pub use publish::{OutboundMessage, PubAck, PublishOptions, Publisher};
+pub use pull::{PullConsumer, PullOptions};
+pub use roundtrip::round_trip;
 
 /// Hide the password part of `scheme://user:password@host` so a URL can be
 /// shown in errors, logs and reprs.

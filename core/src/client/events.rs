@@ -1,0 +1,186 @@
+//! What the server tells a connection outside any reply: permission
+//! violations above all.
+//!
+//! The server answers a publish (or subscription) a user may not make with
+//! `-ERR 'Permissions Violation for Publish to "<subject>"'` at once and
+//! keeps the connection open. async-nats hands such errors only to its event
+//! callback, so a request to a denied subject would otherwise wait out its
+//! whole timeout. [`ConnEvents`] broadcasts every violation; an operation
+//! watches for one naming its own subject and fails at once with `Auth`.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::error::{Error, ErrorKind};
+
+/// What the server refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Publishing to the subject.
+    Publish,
+    /// Publishing with this subject as the reply subject.
+    Reply,
+    /// Subscribing to the subject.
+    Subscribe,
+}
+
+/// One `-ERR 'Permissions Violation ...'` from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub denied: Denied,
+    pub subject: String,
+}
+
+impl Violation {
+    /// Read the server's text; `None` for errors that are not permission
+    /// violations.
+    pub fn parse(text: &str) -> Option<Violation> {
+        let text = text.trim().trim_matches('\'');
+        let rest = text.strip_prefix("Permissions Violation for ")?;
+        let (denied, rest) = if let Some(r) = rest.strip_prefix("Publish to ") {
+            (Denied::Publish, r)
+        } else if let Some(r) = rest.strip_prefix("Publish with Reply of ") {
+            (Denied::Reply, r)
+        } else if let Some(r) = rest.strip_prefix("Subscription to ") {
+            (Denied::Subscribe, r)
+        } else {
+            return None;
+        };
+        // The subject is quoted (Go's %q); anything after the closing quote
+        // (", too many tokens", " using queue ...") is detail.
+        let rest = rest.trim_start();
+        let subject = match rest.strip_prefix('"') {
+            Some(q) => q.split('"').next().unwrap_or(""),
+            None => rest.split_whitespace().next().unwrap_or(""),
+        };
+        Some(Violation {
+            denied,
+            subject: subject.to_string(),
+        })
+    }
+
+    /// The error an operation on `what` reports for this violation.
+    pub fn error(&self, what: &str) -> Error {
+        let verb = match self.denied {
+            Denied::Publish => "publish to",
+            Denied::Reply => "use as a reply subject",
+            Denied::Subscribe => "subscribe to",
+        };
+        Error::new(
+            ErrorKind::Auth,
+            format!(
+                "{what}: permissions violation: this user may not {verb} {:?} \
+                 (grant it in the server's authorization config)",
+                self.subject
+            ),
+        )
+    }
+}
+
+/// The events of one connection, shared by everything that uses it.
+pub struct ConnEvents {
+    violations: broadcast::Sender<Arc<Violation>>,
+}
+
+impl Default for ConnEvents {
+    fn default() -> Self {
+        let (violations, _) = broadcast::channel(256);
+        ConnEvents { violations }
+    }
+}
+
+impl ConnEvents {
+    pub fn new() -> Arc<ConnEvents> {
+        Arc::new(ConnEvents::default())
+    }
+
+    /// Record a server error; returns the violation when it was one.
+    pub fn server_error(&self, text: &str) -> Option<Arc<Violation>> {
+        let v = Arc::new(Violation::parse(text)?);
+        let _ = self.violations.send(v.clone());
+        Some(v)
+    }
+
+    /// Start watching before sending, so a violation cannot slip by between
+    /// the send and the watch.
+    pub fn watch(&self) -> Watch {
+        Watch {
+            rx: self.violations.subscribe(),
+        }
+    }
+}
+
+/// A watch on one connection's permission violations.
+pub struct Watch {
+    rx: broadcast::Receiver<Arc<Violation>>,
+}
+
+impl Watch {
+    /// Resolves with the first violation `matches` accepts; never resolves
+    /// when none comes.
+    pub async fn denied(&mut self, matches: impl Fn(&Violation) -> bool) -> Arc<Violation> {
+        loop {
+            match self.rx.recv().await {
+                Ok(v) if matches(&v) => return v,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Resolves with the first violation naming `subject` (as published to,
+    /// used as a reply, or subscribed to).
+    pub async fn denied_subject(&mut self, subject: &str) -> Arc<Violation> {
+        self.denied(|v| v.subject == subject).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_server_texts() {
+        let v = Violation::parse("Permissions Violation for Publish to \"$JS.API.STREAM.LIST\"")
+            .unwrap();
+        assert_eq!(
+            (v.denied, v.subject.as_str()),
+            (Denied::Publish, "$JS.API.STREAM.LIST")
+        );
+        let v = Violation::parse(
+            "'Permissions Violation for Subscription to \"_INBOX.>\" using queue \"q\"'",
+        )
+        .unwrap();
+        assert_eq!(
+            (v.denied, v.subject.as_str()),
+            (Denied::Subscribe, "_INBOX.>")
+        );
+        let v = Violation::parse("Permissions Violation for Publish with Reply of \"_INBOX.a.b\"")
+            .unwrap();
+        assert_eq!(
+            (v.denied, v.subject.as_str()),
+            (Denied::Reply, "_INBOX.a.b")
+        );
+        assert!(Violation::parse("Maximum Payload Violation").is_none());
+        assert!(Violation::parse("Permissions Violation for Something Else").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_watch_sees_only_its_subject() {
+        let ev = ConnEvents::new();
+        let mut w = ev.watch();
+        ev.server_error("Permissions Violation for Publish to \"other\"");
+        ev.server_error("not a violation");
+        ev.server_error("Permissions Violation for Publish to \"mine\"");
+        let v = w.denied_subject("mine").await;
+        assert_eq!(v.subject, "mine");
+        let e = v.error("publish to \"mine\"");
+        assert_eq!(e.kind, ErrorKind::Auth);
+        assert!(
+            e.message.contains("may not publish to \"mine\""),
+            "{}",
+            e.message
+        );
+    }
+}
