@@ -1302,6 +1302,13 @@ impl MessageSource {
         self.source.inbox.len()
     }
 
+    /// Keep `n` messages buffered or on their way for the next take, besides
+    /// those handed out (`batches(n)`: the next batch while this one is
+    /// processed); 0 to stop.
+    fn keep_ahead(&self, n: usize) {
+        self.source.inbox.set_ahead(n);
+    }
+
     /// Stop receiving; see `Bus.close` for what happens to queued acks and
     /// to messages never handed out. `release` are messages taken from this
     /// source but never handed to the user: they are released too.

@@ -51,21 +51,24 @@ impl AckCtx {
     }
 
     /// Refuse to settle on a bus that is closed, or that this process
-    /// inherited from its parent by fork.
-    pub fn check(&self, what: &str) -> Result<(), Error> {
+    /// inherited from its parent by fork. `what` names the operation; it is
+    /// only called when there is an error to report.
+    #[inline]
+    pub fn check(&self, what: impl FnOnce() -> String) -> Result<(), Error> {
+        if self.io.is_current() && !self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let what = what();
         if !self.io.is_current() {
-            return Err(forked_error(what));
+            return Err(forked_error(&what));
         }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                format!(
-                    "{what}: the bus is closed (closing it flushed the acks queued before; \
-                     settle messages before closing the bus)"
-                ),
-            ));
-        }
-        Ok(())
+        Err(Error::new(
+            ErrorKind::Closed,
+            format!(
+                "{what}: the bus is closed (closing it flushed the acks queued before; \
+                 settle messages before closing the bus)"
+            ),
+        ))
     }
 }
 
@@ -118,7 +121,7 @@ impl Message {
 
     fn settle(&self, py: Python<'_>, kind: AckKind) -> PyResult<Py<Ready>> {
         let (ctx, reply) = self.jetstream_reply()?;
-        ctx.check(&format!("settling {}", self.where_()))
+        ctx.check(|| format!("settling {}", self.where_()))
             .py_err(py)?;
         let terminal = kind != AckKind::Progress;
         if self.settled.load(Ordering::Acquire) {
@@ -304,7 +307,7 @@ impl Message {
     fn ack_sync(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
         let timeout = duration_arg("timeout", Some(timeout))?.unwrap_or_default();
         let (ctx, reply) = self.jetstream_reply()?;
-        ctx.check(&format!("settling {}", self.where_()))
+        ctx.check(|| format!("settling {}", self.where_()))
             .py_err(py)?;
         if self.settled.swap(true, Ordering::AcqRel) {
             return Err(invalid(

@@ -229,8 +229,11 @@ class Consumer:
         source = self._source
         assert source is not None
         # The batch fills in the consumer's deque, so that closing (the
-        # consumer or the bus) releases whatever was not yet handed out.
+        # consumer or the bus) releases whatever was not yet handed out. The
+        # next batch is complete when this one is done, and the one after is on
+        # its way (the server then streams without a gap).
         buf = self._buf
+        source.keep_ahead(2 * max_messages)
         try:
             while not self._closed:
                 try:
@@ -251,6 +254,8 @@ class Consumer:
                     continue
                 yield [buf.popleft() for _ in range(min(max_messages, len(buf)))]
         finally:
+            if not self._closed:
+                source.keep_ahead(0)
             if owned:
                 await self.close()
 

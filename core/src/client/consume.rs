@@ -33,6 +33,8 @@ pub struct InboundMessage {
     /// Subject + reply + headers + payload bytes: what the server counts
     /// against a pull request's `max_bytes`.
     pub length: usize,
+    /// When it came off the wire.
+    pub arrived: std::time::Instant,
 }
 
 impl From<async_nats::Message> for InboundMessage {
@@ -43,6 +45,7 @@ impl From<async_nats::Message> for InboundMessage {
             headers: m.headers,
             payload: m.payload,
             length: m.length,
+            arrived: std::time::Instant::now(),
         }
     }
 }
@@ -107,6 +110,13 @@ pub struct Flow {
     pub waiting: bool,
     /// The most messages a waiting taker asked for by number (0: none did).
     pub demand: usize,
+    /// How many times a taker found nothing buffered and had to wait.
+    pub waits: u64,
+    /// Messages to keep buffered or on their way for the next take
+    /// (`batches(n)`: the next batch), besides what the taker holds.
+    pub ahead: usize,
+    /// How long the oldest message of the last handout had been buffered.
+    pub waited_in_buffer: Duration,
 }
 
 /// A thread-safe message buffer between a producer task and a consumer
@@ -123,6 +133,8 @@ pub struct Inbox {
     handout: AtomicUsize,
     /// Wake the producer when buffered + held falls to this many.
     wake_at: AtomicUsize,
+    /// ... or when fewer than this many are buffered (0: never).
+    wake_below: AtomicUsize,
 }
 
 impl Inbox {
@@ -140,6 +152,7 @@ impl Inbox {
             capacity: capacity.max(1),
             handout: AtomicUsize::new(usize::MAX),
             wake_at: AtomicUsize::new(usize::MAX),
+            wake_below: AtomicUsize::new(0),
         })
     }
 
@@ -163,11 +176,23 @@ impl Inbox {
         self.handout.store(n.max(1), Ordering::Relaxed);
     }
 
+    /// Keep `n` messages buffered or on their way for the next take.
+    pub fn set_ahead(&self, n: usize) {
+        self.lock().flow.ahead = n;
+        self.space.notify_one();
+    }
+
     /// Wake the producer when buffered + held falls to `n` (`usize::MAX`:
     /// on every take; 0 with nothing outstanding is still woken when a
     /// taker starts to wait).
     pub fn set_wake_at(&self, n: usize) {
         self.wake_at.store(n, Ordering::Relaxed);
+    }
+
+    /// Also wake the producer when a take leaves fewer than `n` buffered
+    /// (0: never).
+    pub fn set_wake_below(&self, n: usize) {
+        self.wake_below.store(n, Ordering::Relaxed);
     }
 
     /// Wait until the application takes messages or starts to wait.
@@ -179,6 +204,9 @@ impl Inbox {
         let limit = want.unwrap_or_else(|| self.handout.load(Ordering::Relaxed));
         let n = limit.max(1).min(st.buf.len());
         let out: Vec<InboundMessage> = st.buf.drain(..n).collect();
+        if let Some(first) = out.first() {
+            st.flow.waited_in_buffer = first.arrived.elapsed();
+        }
         let bytes: usize = out.iter().map(|m| m.length).sum();
         st.bytes = st.bytes.saturating_sub(bytes);
         // Taking again means the previous handout is done with.
@@ -189,7 +217,10 @@ impl Inbox {
     }
 
     fn wake_producer(&self, st: &InboxState) {
-        if st.buf.len() + st.flow.held <= self.wake_at.load(Ordering::Relaxed) || st.flow.waiting {
+        if st.buf.len() + st.flow.held <= self.wake_at.load(Ordering::Relaxed)
+            || st.buf.len() < self.wake_below.load(Ordering::Relaxed)
+            || st.flow.waiting
+        {
             self.space.notify_one();
         }
     }
@@ -264,6 +295,9 @@ impl Inbox {
                     }
                     st.flow.held = 0;
                     st.flow.held_bytes = 0;
+                    if !st.flow.waiting && st.buf.is_empty() {
+                        st.flow.waits += 1;
+                    }
                     let demand = want.unwrap_or(0).max(min);
                     let changed = !st.flow.waiting || st.flow.demand < demand;
                     st.flow.waiting = true;
@@ -335,6 +369,24 @@ impl Inbox {
         drop(st);
         self.data.notify_one();
         Ok(())
+    }
+
+    /// Add messages without waiting, under one lock. When the inbox is
+    /// closed they come back.
+    pub fn push_all(&self, msgs: Vec<InboundMessage>) -> Vec<InboundMessage> {
+        if msgs.is_empty() {
+            return msgs;
+        }
+        let mut st = self.lock();
+        if st.closed {
+            return msgs;
+        }
+        for m in msgs {
+            Self::add(&mut st, m);
+        }
+        drop(st);
+        self.data.notify_one();
+        Vec::new()
     }
 
     /// Return messages that were taken but never handed to the user (for
@@ -569,6 +621,7 @@ mod tests {
             headers: None,
             payload: Bytes::from(vec![i]),
             length: 10,
+            arrived: std::time::Instant::now(),
         }
     }
 

@@ -7,29 +7,41 @@
 //! process: what a process holds unseen is spent when it stops (each
 //! restart would burn a `max_deliver` attempt on it), and it starves the
 //! other workers of the same durable. [`PullState`] is the bookkeeping
-//! (no I/O, no clock: times come in as arguments). It keeps one pull
-//! request outstanding at a time, sized to
+//! (no I/O, no clock: times come in as arguments). It asks for
 //!
-//! * a window of messages that adapts to how fast the application takes
-//!   them: about four times what it takes during one pull round trip, plus
-//!   one; it starts at one message, so a worker that handles one job and
-//!   stops held one job; it never exceeds `max_messages`, nor a quarter of
-//!   the consumer's `max_ack_pending`, unless a taker asks for more by number
-//!   (`fetch(n)`, `batches(n)`);
+//! * a window of messages that adapts to how the application takes them.
+//!   It starts at one message, so a worker that handles one job and stops
+//!   held one job. It doubles when the application has to wait for a
+//!   message although the last request came back full (the server has more:
+//!   the window, not the stream, kept it waiting). It halves when the
+//!   messages the application takes had waited more than 100 ms in the
+//!   buffer (more is held than is about to be processed), and shrinks by an
+//!   eighth after eight windows' worth are taken without waiting. It never
+//!   exceeds two batches (`max_messages` each) nor the consumer's
+//!   `max_ack_pending`, unless a taker asks for more by number
+//!   (`fetch(n)`, `batches(n)`). So a fast reader may hold a thousand
+//!   messages (a few milliseconds of its work) and a slow one holds one or
+//!   two, leaving the rest of the durable to other workers;
 //! * a byte budget (`max_bytes` in every request): what is buffered and
 //!   held plus what is asked for stays within `max_bytes`, except that a
 //!   request made while nothing is held may ask for one message of any size
-//!   the server allows (the server's `max_payload`).
+//!   the server allows (the server's `max_payload`). A request asks for
+//!   about twice what its batch needs by the largest message seen, so two
+//!   fit in the budget.
 //!
-//! One request at a time also makes the accounting exact: a request ends
-//! when its batch or its bytes run out (the server sends nothing then) or
-//! with a status (408 expired, 409 ...), and statuses name the request
-//! because each has its own reply subject (`<inbox>.<token>`).
+//! At most two requests are outstanding: the second goes out while the
+//! first is served, so the server streams without a round trip's gap
+//! between batches. A request ends when its batch or its bytes run out (the
+//! server sends nothing then) or with a status (408 expired, 409 ...);
+//! statuses name the request because each has its own reply subject
+//! (`<inbox>.<token>`). Messages do not say which request they answer, so
+//! they count against the oldest, which keeps the totals right.
 //!
 //! [`pump`] subscribes `<inbox>.*`, sends what the state asks for, feeds
 //! it what arrives, and re-pulls at once after a reconnect or when
 //! heartbeats stop (the server may have forgotten the request).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,6 +147,29 @@ impl PullRequest {
     }
 }
 
+/// What a request's end status says it still had.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Left {
+    pub msgs: Option<usize>,
+    pub bytes: Option<usize>,
+}
+
+impl Left {
+    /// From the status message's `Nats-Pending-Messages` / `Nats-Pending-Bytes`.
+    pub fn of(msg: &async_nats::Message) -> Left {
+        let get = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .and_then(|v| v.as_str().parse().ok())
+        };
+        Left {
+            msgs: get("Nats-Pending-Messages"),
+            bytes: get("Nats-Pending-Bytes"),
+        }
+    }
+}
+
 /// What the pump does after a request ended with a status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterEnd {
@@ -148,6 +183,15 @@ pub enum AfterEnd {
     /// The next message is larger than the consumer lets one request carry.
     TooLarge(usize),
 }
+
+/// Messages handed out after waiting this long in the buffer mean the
+/// window holds more than the application is about to process: halve it.
+pub const STALE_IN_BUFFER: Duration = Duration::from_millis(100);
+
+/// Requests outstanding at once: a second goes out while the first is
+/// being served, so the server streams without a round trip's gap between
+/// batches.
+pub const MAX_OUTSTANDING: usize = 2;
 
 #[derive(Debug, Clone)]
 struct Outstanding {
@@ -185,12 +229,23 @@ impl RecentMin {
 pub struct PullState {
     opts: PullOptions,
     limits: ServerLimits,
-    out: Option<Outstanding>,
+    /// Oldest first; at most [`MAX_OUTSTANDING`].
+    out: VecDeque<Outstanding>,
     next_token: u64,
     closing: bool,
-    /// Messages the application takes per second (smoothed).
-    rate: f64,
-    sampled: Option<(Instant, u64)>,
+    /// Messages to hold (see the module docs).
+    window: usize,
+    /// `Flow::waits` when last looked at.
+    seen_waits: u64,
+    /// `Flow::taken` when the window last grew or shrank.
+    taken_mark: u64,
+    /// `Flow::taken` when the age of a handout was last looked at.
+    aged_at: u64,
+    /// The last request ended because its batch or bytes ran out while the
+    /// server had more.
+    last_full: bool,
+    /// The consumer's pending count in the last message's reply subject.
+    last_pending: u64,
     latency: RecentMin,
     /// The largest message seen (or known to be waiting).
     size_hint: usize,
@@ -202,11 +257,15 @@ impl PullState {
         PullState {
             opts,
             limits,
-            out: None,
+            out: VecDeque::new(),
             next_token: 1,
             closing: false,
-            rate: 0.0,
-            sampled: None,
+            window: 1,
+            seen_waits: 0,
+            taken_mark: 0,
+            aged_at: 0,
+            last_full: false,
+            last_pending: 0,
             latency: RecentMin::default(),
             size_hint: 0,
             last_activity: now,
@@ -224,93 +283,126 @@ impl PullState {
 
     /// Whether a request is outstanding: only then can messages arrive.
     pub fn outstanding(&self) -> bool {
-        self.out.is_some()
+        !self.out.is_empty()
+    }
+
+    fn out_msgs(&self) -> usize {
+        self.out.iter().map(|o| o.msgs).sum()
+    }
+
+    fn out_bytes(&self) -> usize {
+        self.out.iter().map(|o| o.bytes).sum()
     }
 
     fn cap(&self) -> usize {
-        let share = self
-            .limits
-            .max_ack_pending
-            .map_or(usize::MAX, |m| (m / 4).max(1));
-        self.opts.max_messages.min(share).max(1)
+        let two_batches = self.opts.max_messages.saturating_mul(2);
+        let slots = self.limits.max_ack_pending.unwrap_or(usize::MAX);
+        two_batches.min(slots).max(1)
     }
 
     /// How many messages the consumption aims to hold (buffered, handed out
     /// and asked for) when no taker names a number.
     pub fn window(&self) -> usize {
-        let rtt = self.latency.min().unwrap_or_default().as_secs_f64();
-        let per_round_trip = self.rate * rtt;
-        let w = 1.0 + (4.0 * per_round_trip + 0.75).floor();
-        let w = if w.is_finite() && w < 1e9 {
-            w as usize
-        } else {
-            usize::MAX
-        };
-        w.clamp(1, self.cap())
+        self.window.clamp(1, self.cap())
     }
 
-    /// Most messages one take hands out: half the window, so the other half
-    /// can be on its way.
+    /// Most messages one take hands out: an eighth of the window, so most
+    /// of it stays in the pipeline (buffered and on its way) rather than in
+    /// the taker's hands.
     pub fn handout(&self) -> usize {
-        (self.window() / 2).max(1)
+        (self.window() / 8).max(1)
     }
 
     fn wanted(&self, flow: &Flow) -> usize {
         self.window().max(flow.demand)
     }
 
-    /// The holdings (buffered + handed out) at or below which a take wakes
-    /// the pump to pull again (0 while a request is outstanding: then only a
-    /// taker that starts to wait wakes it).
-    pub fn wake_at(&self, flow: &Flow) -> usize {
-        if self.out.is_some() || self.closing {
-            0
-        } else {
-            self.wanted(flow) / 2
+    /// When a take should wake the pump to pull again: holdings (buffered +
+    /// handed out) at or below the first number, or fewer than the second
+    /// buffered (for the batch ahead). Both 0 when no request may be sent:
+    /// then only a taker that starts to wait wakes it.
+    pub fn wake_at(&self, flow: &Flow) -> (usize, usize) {
+        if self.out.len() >= MAX_OUTSTANDING || self.closing {
+            return (0, 0);
         }
+        let out = self.out_msgs();
+        let holdings = (self.wanted(flow) * 3 / 4).saturating_sub(out);
+        let buffered = if flow.ahead > 0 {
+            (flow.ahead / 2 + 1).saturating_sub(out)
+        } else {
+            0
+        };
+        (holdings, buffered)
     }
 
-    /// Learn how fast the application takes messages.
-    pub fn observe(&mut self, now: Instant, flow: &Flow) {
-        match self.sampled {
-            None => self.sampled = Some((now, flow.taken)),
-            Some((at, taken)) => {
-                let dt = now.saturating_duration_since(at).as_secs_f64();
-                let n = flow.taken.saturating_sub(taken);
-                if dt >= 0.002 || n >= 64 {
-                    let inst = n as f64 / dt.max(1e-6);
-                    self.rate = if self.rate == 0.0 {
-                        inst
-                    } else {
-                        0.5 * self.rate + 0.5 * inst
-                    };
-                    self.sampled = Some((now, flow.taken));
-                }
+    /// Learn from how the application takes messages: grow the window when
+    /// it had to wait for what the server could have sent; halve it when
+    /// the messages it took had waited in the buffer longer than
+    /// [`STALE_IN_BUFFER`]; shrink it slowly after eight windows' worth
+    /// taken without waiting.
+    pub fn observe(&mut self, flow: &Flow) {
+        if flow.taken != self.aged_at {
+            self.aged_at = flow.taken;
+            if flow.waited_in_buffer > STALE_IN_BUFFER && self.window > 1 {
+                self.window = (self.window / 2).max(1);
+                self.taken_mark = flow.taken;
+                self.seen_waits = flow.waits;
+                return;
             }
+        }
+        if flow.waits != self.seen_waits {
+            self.seen_waits = flow.waits;
+            if self.last_full {
+                self.window = self.window.saturating_mul(2).min(self.cap());
+            }
+            self.taken_mark = flow.taken;
+        } else if flow.taken.saturating_sub(self.taken_mark) >= 8 * self.window as u64 {
+            if self.window > 1 {
+                self.window -= (self.window / 8).max(1);
+            }
+            self.taken_mark = flow.taken;
         }
     }
 
     /// The request to send now, if any; it is outstanding from here on.
     pub fn next_pull(&mut self, now: Instant, flow: &Flow) -> Option<PullRequest> {
-        if self.closing || self.out.is_some() {
+        if self.closing || self.out.len() >= MAX_OUTSTANDING {
             return None;
         }
-        let held = flow.buffered + flow.held;
-        let held_bytes = flow.buffered_bytes + flow.held_bytes;
+        // Buffered and on its way; plus what the taker holds.
+        let pipe = flow.buffered + self.out_msgs();
+        let held = pipe + flow.held;
+        let held_bytes = flow.buffered_bytes + flow.held_bytes + self.out_bytes();
         let wanted = self.wanted(flow);
-        if held >= wanted || (held > wanted / 2 && !flow.waiting) {
+        let short = wanted.saturating_sub(held);
+        // A `batches(n)` reader wants the next batch on its way while it
+        // works through this one.
+        let ahead = flow.ahead.saturating_sub(pipe);
+        let mut batch = short.max(ahead);
+        // Refill in strides, not a message at a time: once a quarter of the
+        // window (or half the batch ahead) is missing, or when a taker waits.
+        let due = flow.waiting
+            || (short > 0 && held <= wanted * 3 / 4)
+            || (ahead > 0 && pipe <= flow.ahead / 2);
+        if batch == 0 || !due {
             return None;
         }
-        let mut batch = wanted - held;
         if self.limits.max_batch > 0 {
             batch = batch.min(self.limits.max_batch);
         }
         let room = self.opts.max_bytes.saturating_sub(held_bytes);
+        // What the batch needs, judging by the largest message seen, so a
+        // second request fits beside the first; a larger message ends the
+        // request (409) and the next one asks for more.
+        let needs = match self.size_hint {
+            0 => usize::MAX,
+            size => batch.saturating_mul(size).saturating_mul(2),
+        };
         let mut bytes = if held == 0 {
             // Never stall: with nothing held, one message of any size fits.
-            room.max(self.size_hint).max(self.floor())
+            room.min(needs).max(self.size_hint).max(self.floor())
         } else if room >= self.size_hint.max(1) {
-            room
+            room.min(needs.max(self.size_hint))
         } else {
             return None;
         };
@@ -324,14 +416,16 @@ impl PullState {
         let heartbeat = self.opts.heartbeat.min(expires / 2);
         let token = self.next_token;
         self.next_token += 1;
-        self.out = Some(Outstanding {
+        self.out.push_back(Outstanding {
             token,
             msgs: batch,
             bytes,
             sent: now,
             delivered: 0,
         });
-        self.last_activity = now;
+        if self.out.len() == 1 {
+            self.last_activity = now;
+        }
         Some(PullRequest {
             token,
             batch,
@@ -343,9 +437,7 @@ impl PullState {
 
     /// A request could not be sent after all.
     pub fn unsent(&mut self, token: u64) {
-        if self.out.as_ref().is_some_and(|o| o.token == token) {
-            self.out = None;
-        }
+        self.out.retain(|o| o.token != token);
     }
 
     /// The largest message the server can hold, with room for its subject
@@ -354,51 +446,99 @@ impl PullState {
         self.limits.max_payload.max(1) + 8192
     }
 
-    /// A message arrived (`length` as the server counts it).
-    pub fn on_message(&mut self, now: Instant, length: usize) {
+    /// A message arrived: `length` as the server counts it, and its reply
+    /// subject (which says how many more the consumer has pending).
+    ///
+    /// Messages do not say which request they answer (the server takes its
+    /// waiting requests in turn); they count against the oldest, which
+    /// keeps the totals right.
+    pub fn on_message(&mut self, now: Instant, length: usize, reply: Option<&str>) {
         self.size_hint = self.size_hint.max(length);
         self.last_activity = now;
-        if let Some(o) = &mut self.out {
-            if o.delivered == 0 {
-                self.latency.push(now.saturating_duration_since(o.sent));
-            }
-            o.delivered += 1;
-            o.msgs = o.msgs.saturating_sub(1);
-            o.bytes = o.bytes.saturating_sub(length);
-            // The server ends a request silently when its batch or its
-            // bytes run out.
-            if o.msgs == 0 || o.bytes == 0 {
-                self.out = None;
-            }
+        if let Some(p) = reply.and_then(pending_of) {
+            self.last_pending = p;
+        }
+        let single = self.out.len() == 1;
+        let Some(at) = self.out.iter().position(|o| o.msgs > 0) else {
+            return;
+        };
+        let o = &mut self.out[at];
+        if o.delivered == 0 {
+            self.latency.push(now.saturating_duration_since(o.sent));
+        }
+        o.delivered += 1;
+        o.msgs -= 1;
+        o.bytes = o.bytes.saturating_sub(length);
+        // The server ends a request silently when its bytes run out, and
+        // when its batch runs out with no bytes to spare; with bytes to spare
+        // it says so ("409 Batch Completed"). With two requests served in
+        // turn the count here may belong to the other one: wait for that word.
+        if o.bytes == 0 || (o.msgs == 0 && single) {
+            self.out.remove(at);
+            // Full for a reason only if more were pending then (a trickling
+            // stream fills any request in time).
+            self.last_full = self.last_pending > 0;
         }
     }
 
-    /// An idle heartbeat: the request is alive.
+    /// An idle heartbeat: a request is alive.
     pub fn on_heartbeat(&mut self, now: Instant) {
         self.last_activity = now;
     }
 
-    /// A request ended with a status (`token` from its reply subject).
-    pub fn on_end(&mut self, now: Instant, token: Option<u64>, code: u16, text: &str) -> AfterEnd {
+    /// A request ended with a status: `token` from its reply subject, and
+    /// what the server says it still had (`Nats-Pending-Messages`,
+    /// `Nats-Pending-Bytes`).
+    pub fn on_end(
+        &mut self,
+        now: Instant,
+        token: Option<u64>,
+        code: u16,
+        text: &str,
+        left: Left,
+    ) -> AfterEnd {
         self.last_activity = now;
-        let current = match (&self.out, token) {
-            (Some(o), Some(t)) if o.token == t => self.out.take(),
-            (Some(_), None) => self.out.take(),
-            // A request we already gave up on (reconnect, stale): it says
-            // no more than that it is gone.
-            _ => None,
+        let at = match token {
+            Some(t) => self.out.iter().position(|o| o.token == t),
+            None => (!self.out.is_empty()).then_some(0),
         };
-        let Some(ended) = current else {
+        // Not found: a request we already gave up on (reconnect, stale), or
+        // counted as done: it says no more than that it is gone.
+        let Some(ended) = at.and_then(|i| self.out.remove(i)) else {
             return AfterEnd::Continue;
         };
+        // Its messages were counted against the oldest request; the server
+        // knows what it really got. The difference belongs to the others.
+        if let Some(next) = self.out.front_mut() {
+            let really_left = left.msgs.unwrap_or(ended.msgs);
+            if ended.msgs >= really_left {
+                next.msgs += ended.msgs - really_left;
+            } else {
+                next.msgs = next.msgs.saturating_sub(really_left - ended.msgs);
+            }
+            let really_left = left.bytes.unwrap_or(ended.bytes);
+            if ended.bytes >= really_left {
+                next.bytes += ended.bytes - really_left;
+            } else {
+                next.bytes = next.bytes.saturating_sub(really_left - ended.bytes);
+            }
+        }
+        self.last_full = false;
         match code {
             404 | 408 => AfterEnd::Continue,
+            // The batch ran out with bytes to spare.
+            409 if text.contains("Batch Completed") => {
+                self.last_full = self.last_pending > 0;
+                AfterEnd::Continue
+            }
             409 if text.contains("Message Size Exceeds MaxBytes") => {
-                if ended.delivered > 0 {
+                if ended.delivered > 0 || left.msgs.is_some_and(|m| m < ended.msgs) {
+                    // Full in bytes: the server has more.
+                    self.last_full = true;
                     return AfterEnd::Continue;
                 }
                 // Nothing fit: the next message is larger than we asked for.
-                let asked = ended.bytes;
+                let asked = left.bytes.unwrap_or(ended.bytes);
                 if self.limits.max_request_bytes > 0 && asked >= self.limits.max_request_bytes {
                     return AfterEnd::TooLarge(self.limits.max_request_bytes);
                 }
@@ -411,17 +551,16 @@ impl PullState {
     }
 
     /// The connection was lost and is back, or heartbeats stopped: the
-    /// server may have forgotten the request.
+    /// server may have forgotten the requests.
     pub fn on_reset(&mut self) {
-        self.out = None;
+        self.out.clear();
     }
 
     /// When an outstanding request is presumed lost (no message, no
     /// heartbeat for two heartbeats).
     pub fn stale_deadline(&self) -> Option<Instant> {
-        self.out
-            .as_ref()
-            .map(|_| self.last_activity + self.opts.heartbeat * 2 + Duration::from_millis(500))
+        self.outstanding()
+            .then(|| self.last_activity + self.opts.heartbeat * 2 + Duration::from_millis(500))
     }
 
     /// How long closing waits after the last message before it stops
@@ -572,6 +711,81 @@ impl Drop for PullConsumer {
     }
 }
 
+/// The consumer's pending count in a delivery's reply subject
+/// (`$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`,
+/// or the longer form with domain and account hash before the stream and a
+/// token after).
+fn pending_of(reply: &str) -> Option<u64> {
+    // One pass over the bytes (this runs for every message).
+    let b = reply.as_bytes();
+    if !b.starts_with(b"$JS.ACK.") {
+        return None;
+    }
+    let mut dots = [0usize; 12];
+    let mut n = 0;
+    for (i, c) in b.iter().enumerate() {
+        if *c == b'.' {
+            if n == dots.len() {
+                return None;
+            }
+            dots[n] = i;
+            n += 1;
+        }
+    }
+    // Tokens = dots + 1: 9 (pending last) or 11-12 (pending 11th).
+    let (start, end) = match n + 1 {
+        9 => (dots[7] + 1, b.len()),
+        11 => (dots[9] + 1, b.len()),
+        12 => (dots[9] + 1, dots[10]),
+        _ => return None,
+    };
+    reply.get(start..end)?.parse().ok()
+}
+
+/// Act on how a request ended; an error fails the consumption.
+async fn after_end(
+    after: AfterEnd,
+    state: &mut PullState,
+    conn: &Connected,
+    stream: &str,
+    durable: &str,
+    backoff: &mut Duration,
+) -> Option<Error> {
+    let client = &conn.client;
+    match after {
+        AfterEnd::Continue => return None,
+        AfterEnd::TooLarge(limit) => {
+            return Some(Error::invalid(format!(
+                "a message on stream {stream:?} is larger than consumer {durable:?} lets one pull \
+                 request carry (its max_bytes is {limit}): raise the consumer's max_bytes"
+            )))
+        }
+        AfterEnd::RefreshLimits => {
+            if let Ok(info) = jsapi::consumer_info(client, stream, durable).await {
+                let config = info.get("config").cloned().unwrap_or_default();
+                state.set_limits(ServerLimits::from_config(
+                    &config,
+                    client.server_info().max_payload,
+                ));
+            }
+        }
+        AfterEnd::CheckConsumer => match jsapi::consumer_info(client, stream, durable).await {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound
+                ) =>
+            {
+                return Some(e)
+            }
+            _ => {}
+        },
+    }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    None
+}
+
 /// Drive a [`PullState`]: send what it asks for, feed it what arrives.
 async fn pump(
     conn: Connected,
@@ -599,7 +813,7 @@ async fn pump(
     reconnects.borrow_and_update();
     let mut backoff = Duration::from_millis(100);
     let mut leftovers = Vec::new();
-    loop {
+    'pull: loop {
         let now = Instant::now();
         let current = *phase.borrow_and_update();
         if current == Phase::Stop {
@@ -609,7 +823,7 @@ async fn pump(
             state.set_closing();
         }
         let flow = inbox.flow();
-        state.observe(now, &flow);
+        state.observe(&flow);
         if let Some(req) = state.next_pull(now, &flow) {
             let reply = format!("{prefix}.{}", req.token);
             if client
@@ -622,7 +836,9 @@ async fn pump(
         }
         let after = inbox.flow();
         inbox.set_handout(state.handout());
-        inbox.set_wake_at(state.wake_at(&after));
+        let (holdings, buffered) = state.wake_at(&after);
+        inbox.set_wake_at(holdings);
+        inbox.set_wake_below(buffered);
         // A take between the snapshot and setting `wake_at` may not have
         // woken us: look again before sleeping.
         if inbox.flow() != after {
@@ -633,71 +849,58 @@ async fn pump(
             biased;
             changed = phase.changed() => {
                 if changed.is_err() {
-                    break;
+                    break 'pull;
                 }
             }
             msg = sub.next() => {
-                let Some(msg) = msg else {
+                let Some(mut msg) = msg else {
                     inbox.fail(Error::new(ErrorKind::Closed, "the connection is closed"));
                     return leftovers;
                 };
                 let now = Instant::now();
-                let Some(status) = msg.status else {
-                    backoff = Duration::from_millis(100);
-                    state.on_message(now, msg.length);
-                    if let Err(m) = inbox.push_now(InboundMessage::from(msg)) {
-                        leftovers.push(m);
-                    }
-                    continue;
-                };
-                let code = status.as_u16();
-                if code == 100 {
-                    state.on_heartbeat(now);
-                    continue;
-                }
-                let token = msg
-                    .subject
-                    .as_str()
-                    .strip_prefix(prefix.as_str())
-                    .and_then(|t| t.strip_prefix('.'))
-                    .and_then(|t| t.parse::<u64>().ok());
-                let text = msg.description.clone().unwrap_or_default();
-                match state.on_end(now, token, code, &text) {
-                    AfterEnd::Continue => {}
-                    AfterEnd::TooLarge(limit) => {
-                        inbox.fail(Error::invalid(format!(
-                            "a message on stream {stream:?} is larger than consumer {durable:?} lets one pull request carry (its max_bytes is {limit}): raise the consumer's max_bytes"
-                        )));
-                        break;
-                    }
-                    AfterEnd::RefreshLimits => {
-                        if let Ok(info) = jsapi::consumer_info(client, &stream, &durable).await {
-                            let config = info.get("config").cloned().unwrap_or_default();
-                            state.set_limits(ServerLimits::from_config(
-                                &config,
-                                client.server_info().max_payload,
-                            ));
+                let mut burst = Vec::new();
+                loop {
+                    match msg.status {
+                        None => {
+                            backoff = Duration::from_millis(100);
+                            state.on_message(now, msg.length, msg.reply.as_deref());
+                            burst.push(InboundMessage::from(msg));
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                    AfterEnd::CheckConsumer => {
-                        match jsapi::consumer_info(client, &stream, &durable).await {
-                            Err(e) if matches!(e.kind, ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound) => {
+                        Some(s) if s.as_u16() == 100 => state.on_heartbeat(now),
+                        Some(s) => {
+                            let token = msg
+                                .subject
+                                .as_str()
+                                .strip_prefix(prefix.as_str())
+                                .and_then(|t| t.strip_prefix('.'))
+                                .and_then(|t| t.parse::<u64>().ok());
+                            let text = msg.description.as_deref().unwrap_or_default();
+                            leftovers.extend(inbox.push_all(std::mem::take(&mut burst)));
+                            let after = state.on_end(now, token, s.as_u16(), text, Left::of(&msg));
+                            if let Some(e) = after_end(after, &mut state, &conn, &stream, &durable, &mut backoff).await {
                                 inbox.fail(e);
-                                break;
-                            }
-                            _ => {
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(2));
+                                break 'pull;
                             }
                         }
                     }
+                    // A request's messages come in a burst: take what is
+                    // already here without going round the loop for each,
+                    // and hand it over under one lock.
+                    match sub.next().now_or_never() {
+                        Some(Some(m)) => msg = m,
+                        Some(None) => {
+                            leftovers.extend(inbox.push_all(burst));
+                            inbox.fail(Error::new(ErrorKind::Closed, "the connection is closed"));
+                            return leftovers;
+                        }
+                        None => break,
+                    }
                 }
+                leftovers.extend(inbox.push_all(burst));
             }
             changed = reconnects.changed() => {
                 if changed.is_err() {
-                    break;
+                    break 'pull;
                 }
                 state.on_reset();
             }
@@ -709,7 +912,7 @@ async fn pump(
                     || v.subject.starts_with(prefix.as_str())
             }) => {
                 inbox.fail(denied.error(&format!("consuming {stream}/{durable}")));
-                break;
+                break 'pull;
             }
             _ = inbox.taken() => {}
         }
@@ -726,7 +929,7 @@ async fn pump(
                 let now = Instant::now();
                 match msg.status {
                     None => {
-                        state.on_message(now, msg.length);
+                        state.on_message(now, msg.length, msg.reply.as_deref());
                         leftovers.push(InboundMessage::from(msg));
                     }
                     Some(s) if s.as_u16() == 100 => state.on_heartbeat(now),
@@ -787,7 +990,7 @@ mod tests {
         assert_eq!((r.batch, r.token), (1, 1));
         assert_eq!(r.max_bytes, DEFAULT_MAX_BYTES);
         assert!(s.next_pull(now, &flow(0, 0)).is_none(), "one at a time");
-        s.on_message(now + MS, 200);
+        s.on_message(now + MS, 200, DRAINED);
         assert!(!s.outstanding(), "a batch of one ends with its message");
         // The application holds it: nothing more is asked for.
         assert!(s.next_pull(now + MS, &flow(0, 1)).is_none());
@@ -795,41 +998,185 @@ mod tests {
         assert!(s.next_pull(now + MS, &flow(0, 0)).is_some());
     }
 
-    #[test]
-    fn the_window_follows_the_rate_the_application_takes_messages() {
-        let (mut s, mut now) = state(500, DEFAULT_MAX_BYTES);
-        let mut taken = 0u64;
-        // A fast taker: 100k messages/s, pull round trip 1 ms.
-        for _ in 0..20 {
-            let f = Flow {
-                taken,
-                ..Flow::default()
-            };
-            s.observe(now, &f);
-            if let Some(r) = s.next_pull(now, &f) {
-                s.on_message(now + MS, 100);
-                for _ in 1..r.batch {
-                    s.on_message(now + MS, 100);
-                }
-            }
-            now += Duration::from_millis(10);
-            taken += 1000;
+    const BACKLOG: Option<&str> = Some("$JS.ACK.S.c.1.1.1.1700000000000000000.5000");
+    const DRAINED: Option<&str> = Some("$JS.ACK.S.c.1.1.1.1700000000000000000.0");
+
+    /// Serve every request at once in full, as a server with a backlog does.
+    fn serve_in_full(s: &mut PullState, now: Instant, r: &PullRequest) {
+        for _ in 0..r.batch {
+            s.on_message(now, 100, BACKLOG);
         }
-        assert_eq!(s.window(), 250, "capped at a quarter of max_ack_pending");
-        // A slow taker (20/s) brings it back to one.
-        for _ in 0..20 {
-            now += Duration::from_millis(50);
-            taken += 1;
-            s.observe(
-                now,
-                &Flow {
-                    taken,
-                    ..Flow::default()
-                },
-            );
+    }
+
+    #[test]
+    fn pending_counts_from_both_reply_forms() {
+        assert_eq!(
+            pending_of("$JS.ACK.S.c.2.17.5.1700000000000000000.3"),
+            Some(3)
+        );
+        assert_eq!(
+            pending_of("$JS.ACK.hub.ACCHASH.S.c.1.9.9.1700000000000000000.7.tok"),
+            Some(7)
+        );
+        assert_eq!(pending_of("_INBOX.a.b"), None);
+        assert_eq!(pending_of("$JS.ACK.S.c.x"), None);
+    }
+
+    #[test]
+    fn the_window_grows_while_the_application_waits_for_a_backlog() {
+        let (mut s, now) = state(500, DEFAULT_MAX_BYTES);
+        let mut f = Flow::default();
+        for expected in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1000] {
+            s.observe(&f);
+            assert_eq!(s.window(), expected);
+            let r = s.next_pull(now, &f).unwrap();
+            serve_in_full(&mut s, now, &r);
+            // The application took it all and waits again.
+            f.taken += r.batch as u64;
+            f.waits += 1;
+        }
+        assert_eq!(s.handout(), 125);
+    }
+
+    #[test]
+    fn the_window_stays_put_when_the_stream_is_what_keeps_the_application_waiting() {
+        let (mut s, now) = state(500, DEFAULT_MAX_BYTES);
+        let mut f = Flow::default();
+        let r = s.next_pull(now, &f).unwrap();
+        // The request expires unfilled: nothing to fetch.
+        s.on_end(now, Some(r.token), 408, "Request Timeout", Left::default());
+        for _ in 0..10 {
+            f.waits += 1;
+            s.observe(&f);
+            let r = s.next_pull(now, &f).unwrap();
+            // A message trickles in and fills the request of one: nothing
+            // else was pending, so that is no reason to ask for more.
+            assert_eq!(r.batch, 1);
+            s.on_message(now, 100, DRAINED);
         }
         assert_eq!(s.window(), 1);
-        assert_eq!(s.handout(), 1);
+    }
+
+    #[test]
+    fn the_window_halves_when_messages_wait_in_the_buffer() {
+        let (mut s, now) = state(500, DEFAULT_MAX_BYTES);
+        let mut f = Flow::default();
+        for _ in 0..6 {
+            s.observe(&f);
+            let r = s.next_pull(now, &f).unwrap();
+            serve_in_full(&mut s, now, &r);
+            f.taken += r.batch as u64;
+            f.waits += 1;
+        }
+        s.observe(&f);
+        assert_eq!(s.window(), 64);
+        // The application slows down: what it takes sat 150 ms in the buffer.
+        for expected in [32, 16, 8, 4, 2, 1, 1] {
+            f.taken += 1;
+            f.waited_in_buffer = Duration::from_millis(150);
+            s.observe(&f);
+            assert_eq!(s.window(), expected);
+        }
+    }
+
+    #[test]
+    fn the_window_shrinks_when_the_application_never_waits() {
+        let (mut s, now) = state(500, DEFAULT_MAX_BYTES);
+        let mut f = Flow::default();
+        for _ in 0..5 {
+            s.observe(&f);
+            let r = s.next_pull(now, &f).unwrap();
+            serve_in_full(&mut s, now, &r);
+            f.taken += r.batch as u64;
+            f.waits += 1;
+        }
+        s.observe(&f);
+        assert_eq!(s.window(), 32);
+        // A slow application: a message at a time, always one buffered.
+        for _ in 0..4000 {
+            f.taken += 1;
+            s.observe(&f);
+        }
+        assert_eq!(s.window(), 1);
+    }
+
+    #[test]
+    fn two_requests_served_in_turn_are_counted_right() {
+        let (mut s, now) = state(500, DEFAULT_MAX_BYTES);
+        let f = Flow {
+            waiting: true,
+            demand: 20,
+            ..Flow::default()
+        };
+        let a = s.next_pull(now, &f).unwrap();
+        assert_eq!(a.batch, 20);
+        // Half taken: a second request goes out beside the first.
+        for _ in 0..12 {
+            s.on_message(now, 100, BACKLOG);
+        }
+        let f = Flow {
+            buffered: 2,
+            demand: 20,
+            waiting: true,
+            ..Flow::default()
+        };
+        let b = s.next_pull(now, &f).unwrap();
+        assert_eq!(
+            b.batch, 10,
+            "20 wanted, 2 buffered, 8 still due from the first"
+        );
+        assert!(s.next_pull(now, &f).is_none(), "two at most");
+        // The server serves them in turn: 8 more arrive (counted against the
+        // first), then it says the first got all 20 of its batch.
+        for _ in 0..8 {
+            s.on_message(now, 100, BACKLOG);
+        }
+        assert_eq!(s.out_msgs(), 10);
+        let left = Left {
+            msgs: Some(0),
+            bytes: Some(1000),
+        };
+        assert_eq!(
+            s.on_end(now, Some(a.token), 409, "Batch Completed", left),
+            AfterEnd::Continue
+        );
+        assert_eq!(s.out_msgs(), 10, "the second is still owed all 10");
+        // Had the first got only 15, the second would have had 5 already.
+        let (mut s, now) = state(500, DEFAULT_MAX_BYTES);
+        let a = s
+            .next_pull(
+                now,
+                &Flow {
+                    waiting: true,
+                    demand: 20,
+                    ..Flow::default()
+                },
+            )
+            .unwrap();
+        for _ in 0..12 {
+            s.on_message(now, 100, BACKLOG);
+        }
+        let b = s
+            .next_pull(
+                now,
+                &Flow {
+                    buffered: 2,
+                    demand: 20,
+                    waiting: true,
+                    ..Flow::default()
+                },
+            )
+            .unwrap();
+        for _ in 0..8 {
+            s.on_message(now, 100, BACKLOG);
+        }
+        let left = Left {
+            msgs: Some(5),
+            bytes: None,
+        };
+        s.on_end(now, Some(a.token), 408, "Request Timeout", left);
+        assert_eq!(s.out_msgs(), 5);
+        assert_eq!(s.out.front().map(|o| o.token), Some(b.token));
     }
 
     #[test]
@@ -855,7 +1202,7 @@ mod tests {
         let r = s.next_pull(now, &f).unwrap();
         assert_eq!(r.max_bytes, 8 << 20);
         for _ in 0..7 {
-            s.on_message(now + MS, big);
+            s.on_message(now + MS, big, BACKLOG);
         }
         // The 8th does not fit: the server ends the request with 409.
         assert_eq!(
@@ -863,7 +1210,8 @@ mod tests {
                 now + MS,
                 Some(r.token),
                 409,
-                "Message Size Exceeds MaxBytes"
+                "Message Size Exceeds MaxBytes",
+                Left::default()
             ),
             AfterEnd::Continue
         );
@@ -910,7 +1258,13 @@ mod tests {
         let r = s.next_pull(now, &flow(0, 0)).unwrap();
         assert_eq!(r.max_bytes, 500);
         assert_eq!(
-            s.on_end(now, Some(r.token), 409, "Message Size Exceeds MaxBytes"),
+            s.on_end(
+                now,
+                Some(r.token),
+                409,
+                "Message Size Exceeds MaxBytes",
+                Left::default()
+            ),
             AfterEnd::TooLarge(500)
         );
     }
@@ -942,18 +1296,30 @@ mod tests {
         assert_ne!(r.token, r2.token);
         // The forgotten request's timeout does not end the new one.
         assert_eq!(
-            s.on_end(now, Some(r.token), 408, "Request Timeout"),
+            s.on_end(now, Some(r.token), 408, "Request Timeout", Left::default()),
             AfterEnd::Continue
         );
         assert!(s.outstanding());
         assert_eq!(
-            s.on_end(now, Some(r2.token), 409, "Consumer Deleted"),
+            s.on_end(
+                now,
+                Some(r2.token),
+                409,
+                "Consumer Deleted",
+                Left::default()
+            ),
             AfterEnd::CheckConsumer
         );
         assert!(!s.outstanding());
         let r3 = s.next_pull(now, &flow(0, 0)).unwrap();
         assert_eq!(
-            s.on_end(now, Some(r3.token), 409, "Exceeded MaxRequestBatch of 5"),
+            s.on_end(
+                now,
+                Some(r3.token),
+                409,
+                "Exceeded MaxRequestBatch of 5",
+                Left::default()
+            ),
             AfterEnd::RefreshLimits
         );
     }
@@ -977,7 +1343,7 @@ mod tests {
         let (mut s, now) = state(500, DEFAULT_MAX_BYTES);
         s.set_closing();
         assert!(s.next_pull(now, &flow(0, 0)).is_none());
-        assert_eq!(s.wake_at(&flow(0, 0)), 0);
+        assert_eq!(s.wake_at(&flow(0, 0)), (0, 0));
     }
 
     #[test]
