@@ -602,8 +602,9 @@ impl Bus {
 
     /// Iterate a durable pull consumer: `async with bus.consume(stream, durable) as msgs`.
     /// `model` decodes `msg.data` (pydantic model, dataclass or callable).
-    /// At most `batch` messages and `max_bytes` bytes are prefetched; the
-    /// prefetch adapts to how fast messages are taken.
+    /// The prefetch adapts to how fast messages are taken: pull requests ask
+    /// for at most `batch` messages, at most two batches (and no more than
+    /// the consumer's `max_ack_pending`) and `max_bytes` bytes are held.
     #[pyo3(signature = (stream, durable, *, model=None, batch=500, max_bytes=8388608))]
     fn consume<'py>(
         slf: &Bound<'py, Self>,

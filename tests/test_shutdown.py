@@ -4,13 +4,18 @@ messages come back at once, and a closed bus says so instead of acking into the 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import StreamFactory, create_stream
 
 import natsbus
+from natsbus.testing import NatsServer
 
 RUNS = 50
 TOTAL = 3000
@@ -188,3 +193,59 @@ async def test_closing_twice_and_concurrently_is_one_close(nats_url: str) -> Non
     assert b.closed
     with pytest.raises(natsbus.ClosedError):
         await b.publish("x.y", b"")
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block under ``heading`` in the README."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_signal_handler_stops_a_worker_cleanly(
+    fresh_server: NatsServer, tmp_path: Path
+) -> None:
+    """The README's shutdown example as a real process: SIGTERM mid-stream ends it with exit
+    code 0, every message it handled is acked, and the rest goes to the next worker at once."""
+    script = tmp_path / "worker.py"
+    script.write_text(readme_block("## Shutdown"))
+    async with natsbus.connect(fresh_server.url) as bus:
+        await bus.jetstream_api(
+            "STREAM.CREATE.ORDERS",
+            {"name": "ORDERS", "subjects": ["orders.>"], "storage": "memory"},
+        )
+        await bus.jetstream_api(
+            "CONSUMER.CREATE.ORDERS.fulfillment",
+            {
+                "stream_name": "ORDERS",
+                "config": {"durable_name": "fulfillment", "ack_policy": "explicit"},
+            },
+        )
+        await bus.publish_many([("orders.created", {"n": i}) for i in range(3000)])
+        env = {**os.environ, "NATS_URL": fresh_server.url}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), env=env, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        handled: list[int] = []
+        while len(handled) < 200:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout=10)
+            assert line, "the worker stopped early"
+            handled.append(int(line.split()[1]))
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
+        handled += [int(line.split()[1]) for line in rest.decode().splitlines()]
+        assert proc.returncode == 0
+        assert handled == list(range(1, len(handled) + 1))
+        assert await wait_for_floor(bus, "ORDERS", "fulfillment", len(handled)) == len(handled)
+        # What the stopped worker had prefetched was released: the next worker gets it all
+        # now, not after ack_wait (30 s).
+        t0 = time.monotonic()
+        seen: set[int] = set()
+        async with bus.consume("ORDERS", "fulfillment") as c:
+            while len(seen) < 3000 - len(handled) and time.monotonic() - t0 < 10:
+                for m in await c.fetch(1000, timeout=0.5):
+                    seen.add(m.seq)
+                    await m.ack()
+        assert seen == set(range(len(handled) + 1, 3001))
+        assert time.monotonic() - t0 < 5

@@ -41,14 +41,15 @@ class Consumer:
                 await msg.ack()
 
     Messages are prefetched in Rust, and only as many as the application is
-    about to process: the prefetch starts at one message and grows with the
-    rate at which messages are taken (about four times what is taken during
-    one pull round trip), never past ``batch`` messages, ``max_bytes`` bytes
-    or a quarter of the consumer's ``max_ack_pending``. What a process holds
-    unseen is spent when it stops (each delivery counts against
-    ``max_deliver``) and is kept from the other workers of the durable.
-    ``model`` decodes ``msg.data`` into a pydantic model, dataclass or any
-    callable taking the decoded JSON.
+    about to process: the prefetch starts at one message, doubles while the
+    application takes messages faster than they arrive (and the server has
+    more), and halves when what it takes had waited over 100 ms. A pull
+    request asks for at most ``batch`` messages; at most two batches (and no
+    more than the consumer's ``max_ack_pending``) and ``max_bytes`` bytes are
+    held at once. What a process holds unseen is spent when it stops (each
+    delivery counts against ``max_deliver``) and is kept from the other
+    workers of the durable. ``model`` decodes ``msg.data`` into a pydantic
+    model, dataclass or any callable taking the decoded JSON.
     """
 
     __slots__ = (
@@ -56,6 +57,7 @@ class Consumer:
         "_buf",
         "_bus",
         "_closed",
+        "_closing",
         "_durable",
         "_max_bytes",
         "_model",
@@ -85,6 +87,7 @@ class Consumer:
         self._source: Optional[MessageSource] = None
         self._buf: deque[Message] = deque()
         self._closed = False
+        self._closing: Optional[asyncio.Future[None]] = None
 
     @property
     def stream(self) -> str:
@@ -125,16 +128,19 @@ class Consumer:
         Messages already handed out can still be acked afterwards while the
         bus is open. Safe to call from another task (a signal handler):
         iteration then ends."""
-        if self._closed:
-            return
-        self._closed = True
-        source, self._source = self._source, None
-        released = list(self._buf)
-        self._buf.clear()
-        if source is not None:
-            # Rust releases them after unsubscribing, so their redelivery
-            # goes to another consumer rather than to our own open pull.
-            await source.close(released)
+        if not self._closed:
+            self._closed = True
+            source, self._source = self._source, None
+            released = list(self._buf)
+            self._buf.clear()
+            if source is not None:
+                # Rust releases them after unsubscribing, so their redelivery
+                # goes to another consumer rather than to our own open pull.
+                self._closing = asyncio.ensure_future(source.close(released))
+        if self._closing is not None:
+            # Later calls wait for the same close; cancelling the caller does
+            # not stop it.
+            await asyncio.shield(self._closing)
 
     async def __aenter__(self) -> Consumer:
         return await self.start()
