@@ -13,8 +13,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterable
-from typing import Any, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 STREAM = "BENCH"
 CONSUMER = "bench-consumer"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, Callable, Optional
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Optional
 
 import pytest
 

@@ -13,8 +13,8 @@ import contextlib
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ._natsbus import ClosedError, InvalidArgumentError, Message
 
