@@ -23,6 +23,7 @@ use natsbus_core::client::{
 };
 use natsbus_core::{Error, ErrorKind};
 
+use crate::args::{utf8, Text};
 use crate::codec::{encode, json_to_py, py_to_json};
 use crate::direct::DirectConn;
 use crate::errors::{to_pyerr, IntoPyResult};
@@ -188,19 +189,20 @@ pub fn headers_from_py(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<HeaderMa
         .map_err(|_| Error::invalid("headers must be a dict of str to str (or list of str)"))?;
     let mut map = HeaderMap::new();
     for (k, v) in dict.iter() {
-        let name: String = k
-            .extract()
-            .map_err(|_| Error::invalid("header names must be str"))?;
+        let name = utf8(&k, "a header name")?;
         if name.is_empty() {
             return Err(Error::invalid("header names must not be empty"));
         }
         let hname: HeaderName = name
             .parse()
             .map_err(|_| Error::invalid(format!("invalid header name {name:?}")))?;
-        let values: Vec<String> = if let Ok(s) = v.cast::<PyString>() {
-            vec![s.to_string()]
-        } else if let Ok(l) = v.extract::<Vec<String>>() {
-            l
+        let what = format!("header {name:?}: the value");
+        let values: Vec<String> = if v.is_instance_of::<PyString>() {
+            vec![utf8(&v, &what)?]
+        } else if let Ok(l) = v.cast::<PyList>() {
+            l.iter()
+                .map(|x| utf8(&x, &what))
+                .collect::<Result<_, Error>>()?
         } else {
             return Err(Error::invalid(format!(
                 "header {name:?}: value must be str or a list of str"
@@ -348,6 +350,10 @@ impl Bus {
     pub fn completer(&self) -> &Arc<Completer> {
         &self.completer
     }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.io.publisher
+    }
 }
 
 #[pymethods]
@@ -359,39 +365,41 @@ impl Bus {
     fn publish(
         &self,
         py: Python<'_>,
-        subject: &str,
+        subject: Text,
         data: &Bound<'_, PyAny>,
         headers: Option<&Bound<'_, PyAny>>,
-        msg_id: Option<String>,
-        expected_stream: Option<String>,
+        msg_id: Option<Text>,
+        expected_stream: Option<Text>,
         expected_last_seq: Option<u64>,
         expected_last_subject_seq: Option<u64>,
-        expected_last_msg_id: Option<String>,
+        expected_last_msg_id: Option<Text>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let timeout = seconds("timeout", timeout)?;
         let opts = PublishOptions {
-            msg_id,
-            expected_stream,
+            msg_id: msg_id.map(|t| t.0),
+            expected_stream: expected_stream.map(|t| t.0),
             expected_last_seq,
             expected_last_subject_seq,
-            expected_last_msg_id,
+            expected_last_msg_id: expected_last_msg_id.map(|t| t.0),
         };
-        let msg = outbound(subject, data, headers, Some(&opts)).py_err(py)?;
+        let msg = outbound(subject.as_str(), data, headers, Some(&opts)).py_err(py)?;
         let direct = self
             .direct
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|c| c.clone_ref(py));
-        if let Some(conn) = direct {
-            if let Some(fut) =
-                DirectConn::try_publish(conn.bind(py), &self.completer, &msg, timeout)?
-            {
-                return Ok(fut);
+        let msg = match direct {
+            Some(conn) => {
+                match DirectConn::try_publish(conn.bind(py), &self.completer, msg, timeout)? {
+                    Ok(fut) => return Ok(fut),
+                    Err(msg) => msg,
+                }
             }
-        }
+            None => msg,
+        };
         let publisher = self.io.publisher.clone();
         self.completer
             .spawn(py, async move { publisher.publish(msg, timeout).await })
@@ -419,11 +427,15 @@ impl Bus {
         // at the same time: each chunk goes out while the next is encoded.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let publisher = self.io.publisher.clone();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let flag = cancelled.clone();
         let fut = self.completer.spawn(py, async move {
             Ok(ManyAcks(
-                publisher.publish_stream(rx, window, timeout).await,
+                publisher.publish_stream(rx, window, timeout, &flag).await,
             ))
         })?;
+        // A caller that cancels stops what was not sent yet.
+        crate::runtime::on_cancel(py, &fut, cancelled)?;
         const CHUNK: usize = 256;
         let mut chunk = Vec::with_capacity(CHUNK);
         for (i, item) in iter.enumerate() {
@@ -446,7 +458,7 @@ impl Bus {
     fn request(
         &self,
         py: Python<'_>,
-        subject: &str,
+        subject: Text,
         data: Option<&Bound<'_, PyAny>>,
         headers: Option<&Bound<'_, PyAny>>,
         timeout: f64,
@@ -454,10 +466,10 @@ impl Bus {
         self.check_open(py)?;
         let timeout = seconds("timeout", Some(timeout))?;
         let empty = pyo3::types::PyBytes::new(py, b"").into_any();
-        let msg = outbound(subject, data.unwrap_or(&empty), headers, None).py_err(py)?;
-        let client = self.client().clone();
+        let msg = outbound(subject.as_str(), data.unwrap_or(&empty), headers, None).py_err(py)?;
+        let conn = self.conn().clone();
         self.completer.spawn(py, async move {
-            let reply = client::request::request(&client, msg, timeout).await?;
+            let reply = client::request::request(&conn, msg, timeout).await?;
             Ok(WithPy(move |py: Python<'_>| {
                 Ok(Py::new(py, Message::new(reply, None, None))?.into_any())
             }))
@@ -501,8 +513,8 @@ impl Bus {
     #[allow(clippy::too_many_arguments)]
     fn _consume(
         slf: &Bound<'_, Self>,
-        stream: String,
-        durable: String,
+        stream: Text,
+        durable: Text,
         model: Option<Py<PyAny>>,
         batch: usize,
         max_bytes: usize,
@@ -533,7 +545,7 @@ impl Bus {
         let bus: Py<Bus> = slf.clone().unbind();
         this.completer.spawn(py, async move {
             let acker = ack.acker().clone();
-            let pull = PullConsumer::start(&conn, acker, &stream, &durable, opts).await?;
+            let pull = PullConsumer::start(&conn, acker, &stream.0, &durable.0, opts).await?;
             Ok(WithPy(move |py: Python<'_>| {
                 let source = Arc::new(Source::new(
                     pull.inbox.clone(),
@@ -560,8 +572,8 @@ impl Bus {
     #[pyo3(signature = (subject, queue=None, capacity=1024))]
     fn _subscribe(
         slf: &Bound<'_, Self>,
-        subject: String,
-        queue: Option<String>,
+        subject: Text,
+        queue: Option<Text>,
         capacity: usize,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
@@ -571,9 +583,13 @@ impl Bus {
         let ack = this.ack.clone();
         let bus: Py<Bus> = slf.clone().unbind();
         this.completer.spawn(py, async move {
-            let pump =
-                SubscriptionPump::start(&conn.client, &subject, queue.as_deref(), capacity.max(1))
-                    .await?;
+            let pump = SubscriptionPump::start(
+                &conn.client,
+                &subject.0,
+                queue.as_ref().map(|q| q.as_str()),
+                capacity.max(1),
+            )
+            .await?;
             // The server has the subscription before we return (a publish
             // on another connection right after must find it).
             let _ = round_trip(
@@ -608,8 +624,8 @@ impl Bus {
     #[pyo3(signature = (stream, durable, *, model=None, batch=500, max_bytes=8388608))]
     fn consume<'py>(
         slf: &Bound<'py, Self>,
-        stream: String,
-        durable: String,
+        stream: Text,
+        durable: Text,
         model: Option<Py<PyAny>>,
         batch: usize,
         max_bytes: usize,
@@ -618,7 +634,7 @@ impl Bus {
         slf.get().check_open(py)?;
         py.import("natsbus._consumer")?
             .getattr("Consumer")?
-            .call1((slf, stream, durable, model, batch, max_bytes))
+            .call1((slf, stream.0, durable.0, model, batch, max_bytes))
     }
 
     /// Answer requests on `subject` with `handler(msg)`; returns a running
@@ -626,16 +642,16 @@ impl Bus {
     #[pyo3(signature = (subject, handler, *, queue=None, max_concurrency=100))]
     fn serve<'py>(
         slf: &Bound<'py, Self>,
-        subject: String,
+        subject: Text,
         handler: Py<PyAny>,
-        queue: Option<String>,
+        queue: Option<Text>,
         max_concurrency: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         slf.get().check_open(py)?;
         py.import("natsbus._consumer")?
             .getattr("start_service")?
-            .call1((slf, subject, handler, queue, max_concurrency))
+            .call1((slf, subject.0, handler, queue.map(|q| q.0), max_concurrency))
     }
 
     /// Call the JetStream API directly: `api("STREAM.INFO.ORDERS")` sends to
@@ -645,7 +661,7 @@ impl Bus {
     fn jetstream_api(
         &self,
         py: Python<'_>,
-        subject: String,
+        subject: Text,
         body: Option<&Bound<'_, PyAny>>,
         timeout: f64,
     ) -> PyResult<Py<PyAny>> {
@@ -655,45 +671,40 @@ impl Bus {
             Some(b) if !b.is_none() => py_to_json(b).py_err(py)?,
             _ => serde_json::Value::Null,
         };
+        let js = self.conn().js.clone();
+        let subject = subject.0;
         let subject = subject
-            .strip_prefix("$JS.API.")
+            .strip_prefix(&format!("{}.", js.prefix()))
+            .or_else(|| subject.strip_prefix("$JS.API."))
             .map(str::to_string)
             .unwrap_or(subject);
-        let client = self.client().clone();
         self.completer.spawn(py, async move {
-            let v: serde_json::Value =
-                client::jsapi::request(&client, &subject, &body, timeout).await?;
+            let v: serde_json::Value = js.request_timeout(&subject, &body, timeout).await?;
             Ok(JsonValue(v))
         })
     }
 
     /// A stream's info (`config`, `state`...) as a dict; `StreamNotFoundError` if missing.
-    fn stream_info(&self, py: Python<'_>, stream: String) -> PyResult<Py<PyAny>> {
+    fn stream_info(&self, py: Python<'_>, stream: Text) -> PyResult<Py<PyAny>> {
+        let stream = stream.0;
         self.check_open(py)?;
         client::jsapi::check_name(&stream, "stream").py_err(py)?;
-        let client = self.client().clone();
-        self.completer.spawn(py, async move {
-            Ok(JsonValue(
-                client::jsapi::stream_info(&client, &stream).await?,
-            ))
-        })
+        let js = self.conn().js.clone();
+        self.completer.spawn(
+            py,
+            async move { Ok(JsonValue(js.stream_info(&stream).await?)) },
+        )
     }
 
     /// A consumer's info (`config`, `num_pending`, `num_ack_pending`...) as a dict.
-    fn consumer_info(
-        &self,
-        py: Python<'_>,
-        stream: String,
-        durable: String,
-    ) -> PyResult<Py<PyAny>> {
+    fn consumer_info(&self, py: Python<'_>, stream: Text, durable: Text) -> PyResult<Py<PyAny>> {
+        let (stream, durable) = (stream.0, durable.0);
         self.check_open(py)?;
         client::jsapi::check_name(&stream, "stream").py_err(py)?;
         client::jsapi::check_name(&durable, "consumer").py_err(py)?;
-        let client = self.client().clone();
+        let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
-            Ok(JsonValue(
-                client::jsapi::consumer_info(&client, &stream, &durable).await?,
-            ))
+            Ok(JsonValue(js.consumer_info(&stream, &durable).await?))
         })
     }
 
@@ -726,10 +737,10 @@ impl Bus {
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
-        let client = self.client().clone();
+        let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
             let opts = natsbus_core::topology::PlanOptions { allow_destructive };
-            let plan = natsbus_core::topology::apply::plan_live(&client, &t, &opts).await?;
+            let plan = natsbus_core::topology::apply::plan_live(&js, &t, &opts).await?;
             Ok(crate::topology::PlanOut(plan, opts))
         })
     }
@@ -747,10 +758,10 @@ impl Bus {
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
-        let client = self.client().clone();
+        let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
             let opts = natsbus_core::topology::ApplyOptions { allow_destructive };
-            let plan = natsbus_core::topology::apply(&client, &t, &opts).await?;
+            let plan = natsbus_core::topology::apply(&js, &t, &opts).await?;
             Ok(crate::topology::PlanOut(
                 plan,
                 natsbus_core::topology::PlanOptions { allow_destructive },
@@ -764,9 +775,9 @@ impl Bus {
     fn verify(&self, py: Python<'_>, topology: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
-        let client = self.client().clone();
+        let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
-            let plan = natsbus_core::topology::verify(&client, &t).await?;
+            let plan = natsbus_core::topology::verify(&js, &t).await?;
             Ok(crate::topology::PlanOut(
                 plan,
                 natsbus_core::topology::PlanOptions::default(),
@@ -780,9 +791,9 @@ impl Bus {
     fn export(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let only = crate::topology::names(streams)?;
-        let client = self.client().clone();
+        let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
-            let live = natsbus_core::topology::fetch_live(&client).await?;
+            let live = natsbus_core::topology::fetch_live(&js).await?;
             check_exported(&live, &only)?;
             Ok(JsonValue(natsbus_core::topology::export(&live, &only)))
         })
@@ -797,9 +808,9 @@ impl Bus {
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let only = crate::topology::names(streams)?;
-        let client = self.client().clone();
+        let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
-            let live = natsbus_core::topology::fetch_live(&client).await?;
+            let live = natsbus_core::topology::fetch_live(&js).await?;
             check_exported(&live, &only)?;
             let text = natsbus_core::topology::export_yaml(&live, &only);
             Ok(WithPy(move |py: Python<'_>| {
@@ -814,9 +825,9 @@ impl Bus {
     fn status(&self, py: Python<'_>, streams: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let only = crate::topology::names(streams)?;
-        let client = self.client().clone();
+        let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
-            let live = natsbus_core::topology::fetch_live(&client).await?;
+            let live = natsbus_core::topology::fetch_live(&js).await?;
             Ok(JsonValue(crate::topology::status_value(&live, &only)))
         })
     }
@@ -837,8 +848,9 @@ impl Bus {
                 .call_method1("set_result", (Py::new(py, Health { inner: h })?,))?;
             return Ok(fut);
         }
+        let conn = self.conn().clone();
         self.completer.spawn(py, async move {
-            let h = client::health::health(&client, timeout).await?;
+            let h = client::health::health(&conn, timeout).await?;
             Ok(WithPy(move |py: Python<'_>| {
                 Ok(Py::new(py, Health { inner: h })?.into_any())
             }))
@@ -1086,6 +1098,27 @@ impl Deliver for JsonValue {
 struct ManyAcks(Vec<Result<CorePubAck, Error>>);
 
 impl Deliver for ManyAcks {
+    fn cancelled(self: Box<Self>) {
+        // Nobody gets the result: say in the log what was stored.
+        let stored = self.0.iter().filter(|r| r.is_ok()).count();
+        let unsent = self
+            .0
+            .iter()
+            .filter(|r| matches!(r, Err(e) if e.kind == ErrorKind::Closed))
+            .count();
+        let msg = format!(
+            "publish_many was cancelled: {stored} of {} messages were stored before it stopped, \
+             {unsent} were never sent",
+            self.0.len()
+        );
+        Python::attach(|py| {
+            let _ = py
+                .import("logging")
+                .and_then(|l| l.call_method1("getLogger", ("natsbus",)))
+                .and_then(|log| log.call_method1("warning", (msg,)));
+        });
+    }
+
     fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let results = self.0;
         let failed = results.iter().filter(|r| r.is_err()).count();
@@ -1336,7 +1369,7 @@ impl MessageSource {
 #[pyfunction]
 #[pyo3(signature = (servers, *, user=None, password=None, token=None, nkey_seed=None, creds=None,
     tls_ca=None, tls_cert=None, tls_key=None, tls_handshake_first=false, tls=false,
-    name=None, connect_timeout=5.0, max_reconnects=None))]
+    name=None, connect_timeout=5.0, max_reconnects=None, inbox_prefix=None, domain=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn connect(
     py: Python<'_>,
@@ -1354,6 +1387,8 @@ pub fn connect(
     name: Option<String>,
     connect_timeout: f64,
     max_reconnects: Option<usize>,
+    inbox_prefix: Option<String>,
+    domain: Option<String>,
 ) -> PyResult<Py<PyAny>> {
     let schemes = [
         user.is_some() || password.is_some(),
@@ -1410,15 +1445,18 @@ pub fn connect(
         name: name.clone(),
         connect_timeout,
         max_reconnects,
+        inbox_prefix,
+        domain,
         ..ConnectConfig::default()
     };
+    config.check().py_err(py)?;
     let completer = Completer::for_running_loop(py)?;
     let completer_for_bus = completer.clone();
     let config = Arc::new(config);
     completer.spawn(py, async move {
         let conn = client::connect(&config).await?;
         let acker = natsbus_core::client::Acker::start(conn.client.clone());
-        let publisher = Publisher::new(conn.client.clone());
+        let publisher = Publisher::new(&conn);
         let servers = config.display_servers();
         Ok(WithPy(move |py: Python<'_>| {
             let closed = Arc::new(AtomicBool::new(false));

@@ -9,6 +9,8 @@
 //!
 //! Decoding builds Python objects directly from the JSON tokens.
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -102,22 +104,13 @@ impl EncodeFailure {
 
 type Enc<T = ()> = Result<T, EncodeFailure>;
 
-extern "C" {
-    // Part of CPython's C API since 3.3 (in the limited API from 3.10); the
-    // abi3-py39 bindings leave it out, but every CPython we load in exports it.
-    fn PyUnicode_AsUTF8AndSize(
-        unicode: *mut pyo3::ffi::PyObject,
-        size: *mut pyo3::ffi::Py_ssize_t,
-    ) -> *const std::os::raw::c_char;
-}
-
 /// The UTF-8 text of a str without copying it (CPython caches it in the object).
 fn utf8<'a>(s: &'a Bound<'_, PyString>) -> Enc<&'a str> {
     let mut size: pyo3::ffi::Py_ssize_t = 0;
     // SAFETY: `s` is a live str object (we hold a reference through `'a`);
     // the returned buffer belongs to it and lives as long as it does.
     unsafe {
-        let data = PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size);
+        let data = pyo3::ffi::PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size);
         if data.is_null() {
             let err = PyErr::fetch(s.py());
             return Err(EncodeFailure::new(err));
@@ -451,22 +444,25 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 // ---------------------------------------------------------------- decoding
 
-struct PySeed<'py>(Python<'py>);
+/// Builds Python objects from JSON tokens. `inexact` is set when a number
+/// may have lost digits (an integer literal beyond 64 bits arrives as a
+/// float): the caller then decodes the payload again with `json.loads`.
+struct PySeed<'a, 'py>(Python<'py>, &'a Cell<bool>);
 
-impl<'de, 'py> DeserializeSeed<'de> for PySeed<'py> {
+impl<'de, 'py> DeserializeSeed<'de> for PySeed<'_, 'py> {
     type Value = Bound<'py, PyAny>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(PyVisitor(self.0))
+        d.deserialize_any(PyVisitor(self.0, self.1))
     }
 }
 
-struct PyVisitor<'py>(Python<'py>);
+struct PyVisitor<'a, 'py>(Python<'py>, &'a Cell<bool>);
 
 fn de_err<E: serde::de::Error>(e: PyErr) -> E {
     E::custom(e.to_string())
 }
 
-impl<'de, 'py> Visitor<'de> for PyVisitor<'py> {
+impl<'de, 'py> Visitor<'de> for PyVisitor<'_, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -482,6 +478,11 @@ impl<'de, 'py> Visitor<'de> for PyVisitor<'py> {
         Ok(v.into_pyobject(self.0).map_err(|e| match e {})?.into_any())
     }
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // An integral value beyond 64 bits may have been a longer integer
+        // literal, which Python keeps exact.
+        if v.fract() == 0.0 && v.abs() >= 18_446_744_073_709_551_616.0 {
+            self.1.set(true);
+        }
         Ok(PyFloat::new(self.0, v).into_any())
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
@@ -495,7 +496,7 @@ impl<'de, 'py> Visitor<'de> for PyVisitor<'py> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let list = PyList::empty(self.0);
-        while let Some(v) = seq.next_element_seed(PySeed(self.0))? {
+        while let Some(v) = seq.next_element_seed(PySeed(self.0, self.1))? {
             list.append(v).map_err(de_err)?;
         }
         Ok(list.into_any())
@@ -503,7 +504,7 @@ impl<'de, 'py> Visitor<'de> for PyVisitor<'py> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let dict = PyDict::new(self.0);
         while let Some(k) = map.next_key_seed(KeySeed(self.0))? {
-            let v = map.next_value_seed(PySeed(self.0))?;
+            let v = map.next_value_seed(PySeed(self.0, self.1))?;
             dict.set_item(k, v).map_err(de_err)?;
         }
         Ok(dict.into_any())
@@ -531,11 +532,24 @@ impl<'de, 'py> DeserializeSeed<'de> for KeySeed<'py> {
 
 /// Decode JSON bytes into Python objects. The error text is serde_json's
 /// (line and column included).
+///
+/// The result is what `json.loads` gives: integers of any size stay exact,
+/// and a number beyond a float's range is `inf` (serde_json would refuse
+/// both); those rare payloads are decoded by `json.loads` itself.
 pub fn decode_json<'py>(py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAny>, String> {
+    let inexact = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = PySeed(py).deserialize(&mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(v)
+    let fast = PySeed(py, &inexact)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match fast {
+        Ok(v) if !inexact.get() => Ok(v),
+        Err(e) if !e.to_string().contains("number out of range") => Err(e.to_string()),
+        _ => py
+            .import("json")
+            .and_then(|json| json.call_method1("loads", (PyBytes::new(py, bytes),)))
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// `_natsbus._encode(obj) -> (bytes, is_json)`: the publish encoder, exposed
@@ -558,7 +572,7 @@ pub fn _decode<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyAn
 
 /// A `serde_json::Value` as Python objects (plans, health, topology dicts).
 pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    PySeed(py)
+    PySeed(py, &Cell::new(false))
         .deserialize(v)
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }

@@ -29,10 +29,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
 
 use natsbus_core::client::publish::{
-    ack_timeout, lost_before_ack, no_stream_error, parse_pub_ack, DEFAULT_PUBLISH_TIMEOUT,
+    ack_timeout, lost_before_ack, parse_pub_ack, DEFAULT_PUBLISH_TIMEOUT,
 };
+use natsbus_core::client::events::{Denied, Violation};
 use natsbus_core::client::wire::{self, ServerInfo, ServerOp};
-use natsbus_core::client::{ConnectConfig, OutboundMessage, PubAck as CorePubAck};
+use natsbus_core::client::{ConnectConfig, OutboundMessage, PubAck as CorePubAck, Publisher};
 use natsbus_core::{Error, ErrorKind};
 
 use crate::errors::to_pyerr;
@@ -60,7 +61,10 @@ enum Phase {
 
 struct Pending {
     fut: Py<PyAny>,
-    subject: String,
+    /// Kept until the ack: "no responders" hands it to the main
+    /// connection's retry (the stream may be between leaders).
+    msg: OutboundMessage,
+    started: Instant,
     deadline: Instant,
 }
 
@@ -120,6 +124,9 @@ impl Inner {
 #[pyclass(frozen, subclass, module = "natsbus._natsbus")]
 pub struct DirectConn {
     inner: Mutex<Inner>,
+    /// Retries publishes answered "no responders" (see `Publisher`).
+    publisher: Publisher,
+    completer: Arc<Completer>,
     /// What asyncio reads into (`get_buffer`): one buffer for the life of
     /// the connection instead of a fresh bytes object per read.
     rbuf: Py<PyByteArray>,
@@ -161,8 +168,10 @@ impl DirectConn {
     pub fn new(
         py: Python<'_>,
         config: Arc<ConnectConfig>,
-        event_loop: &Bound<'_, PyAny>,
+        publisher: Publisher,
+        completer: Arc<Completer>,
     ) -> PyResult<DirectConn> {
+        let event_loop = completer.event_loop().bind(py).clone();
         let info_fut = event_loop.call_method0("create_future")?.unbind();
         let lost_fut = event_loop.call_method0("create_future")?.unbind();
         Ok(DirectConn {
@@ -182,7 +191,9 @@ impl DirectConn {
                 timer_at: None,
             }),
             rbuf: PyByteArray::new_with(py, READ_BUFFER, |_| Ok(()))?.unbind(),
-            inbox: wire::new_inbox_prefix(),
+            inbox: wire::new_inbox_prefix(config.inbox_prefix()),
+            publisher,
+            completer,
             config,
             event_loop: event_loop.clone().unbind(),
             lost_fut,
@@ -193,22 +204,24 @@ impl DirectConn {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Send `msg` on this connection if it is ready; `None` means "use the
-    /// main connection". Call on the loop thread, after checking the loop.
+    /// Send `msg` on this connection if it is ready; `Err(msg)` hands it
+    /// back: "use the main connection". Call on the loop thread, after
+    /// checking the loop.
     pub fn try_publish(
         slf: &Bound<'_, Self>,
         completer: &Completer,
-        msg: &OutboundMessage,
+        msg: OutboundMessage,
         timeout: Option<Duration>,
-    ) -> PyResult<Option<Py<PyAny>>> {
+    ) -> PyResult<Result<Py<PyAny>, OutboundMessage>> {
         let py = slf.py();
         let this = slf.get();
         if this.lock().phase != Phase::Ready || !completer.in_loop(py) {
-            return Ok(None);
+            return Ok(Err(msg));
         }
         let fut = completer.create_future(py)?;
         let hlen = wire::header_len(msg.headers.as_ref());
-        let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
+        let started = Instant::now();
+        let deadline = started + timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
         let (token, now, flush, timer) = {
             let mut g = this.lock();
             let (max, headers) = g
@@ -219,7 +232,7 @@ impl DirectConn {
                 || (max > 0 && hlen + msg.payload.len() > max)
                 || (!headers && hlen > 0)
             {
-                return Ok(None);
+                return Ok(Err(msg));
             }
             let token = g.next_token;
             g.next_token += 1;
@@ -237,7 +250,8 @@ impl DirectConn {
                 token,
                 Pending {
                     fut: fut.clone_ref(py),
-                    subject: msg.subject.clone(),
+                    msg,
+                    started,
                     deadline,
                 },
             );
@@ -275,7 +289,7 @@ impl DirectConn {
                 ),
             )?;
         }
-        Ok(Some(fut))
+        Ok(Ok(fut))
     }
 
     /// Take no new publishes; close once those in flight are settled.
@@ -316,7 +330,8 @@ impl DirectConn {
         DirectConn::new(
             py,
             bus.config().clone(),
-            bus.completer().event_loop().bind(py),
+            bus.publisher().clone(),
+            bus.completer().clone(),
         )
     }
 
@@ -382,7 +397,7 @@ impl DirectConn {
             settle(py, &f, Outcome::Fail(e));
         }
         for (_, p) in pending {
-            settle(py, &p.fut, Outcome::Fail(lost_before_ack(&p.subject)));
+            settle(py, &p.fut, Outcome::Fail(lost_before_ack(&p.msg.subject)));
         }
         settle(py, &self.lost_fut, Outcome::Done);
     }
@@ -553,7 +568,7 @@ impl DirectConn {
             (expired, next, close)
         };
         for p in expired {
-            settle(py, &p.fut, Outcome::Fail(ack_timeout(&p.subject)));
+            settle(py, &p.fut, Outcome::Fail(ack_timeout(&p.msg.subject)));
         }
         if let Some((generation, delay)) = next {
             this.event_loop.bind(py).call_method1(
@@ -581,6 +596,7 @@ impl DirectConn {
     /// Act on every complete operation the parser holds.
     fn process(&self, py: Python<'_>) -> PyResult<()> {
         let mut settled: Vec<(Py<PyAny>, Outcome)> = Vec::new();
+        let mut handoff: Vec<Pending> = Vec::new();
         let mut reply = Vec::new();
         let mut close = false;
         let transport = {
@@ -625,24 +641,18 @@ impl DirectConn {
                             }
                             g.refusal = Some(e);
                             close = true;
-                        } else if let Some(subject) = text
-                            .strip_prefix("Permissions Violation for Publish to ")
-                            .map(|s| s.trim_matches('"').to_string())
+                        } else if let Some(v) = Violation::parse(&text)
+                            .filter(|v| v.denied == Denied::Publish)
                         {
                             // The server refuses in order: the oldest publish
                             // to this subject still waiting is the one.
                             let token = g
                                 .pending
                                 .iter()
-                                .find(|(_, p)| p.subject == subject)
+                                .find(|(_, p)| p.msg.subject == v.subject)
                                 .map(|(t, _)| *t);
                             if let Some(p) = token.and_then(|t| g.pending.remove(&t)) {
-                                let e = Error::new(
-                                    ErrorKind::Auth,
-                                    format!(
-                                        "publish to {subject:?}: permissions violation (this user may not publish to it)"
-                                    ),
-                                );
+                                let e = v.error(&format!("publish to {:?}", v.subject));
                                 settled.push((p.fut, Outcome::Fail(e)));
                             }
                         }
@@ -657,16 +667,22 @@ impl DirectConn {
                             .and_then(|t| t.parse::<u64>().ok());
                         // Unknown tokens are acks that arrived after their timeout.
                         if let Some(p) = token.and_then(|t| g.pending.remove(&t)) {
+                            if d.status == Some(503) {
+                                // No stream, or one between leaders: the
+                                // main connection's publisher tells them
+                                // apart and retries until the deadline.
+                                handoff.push(p);
+                                continue;
+                            }
                             let outcome = match d.status {
-                                Some(503) => Outcome::Fail(no_stream_error(&p.subject)),
                                 Some(code) => Outcome::Fail(Error::new(
                                     ErrorKind::JetStream,
                                     format!(
                                         "publish to {:?}: the server answered with status {code}",
-                                        p.subject
+                                        p.msg.subject
                                     ),
                                 )),
-                                None => match parse_pub_ack(&p.subject, &d.payload) {
+                                None => match parse_pub_ack(&p.msg.subject, &d.payload) {
                                     Ok(a) => Outcome::Ack(a),
                                     Err(e) => Outcome::Fail(e),
                                 },
@@ -686,6 +702,17 @@ impl DirectConn {
         }
         for (fut, outcome) in settled {
             settle(py, &fut, outcome);
+        }
+        for p in handoff {
+            let publisher = self.publisher.clone();
+            let completer = self.completer.clone();
+            crate::runtime::runtime().spawn(async move {
+                let r = publisher
+                    .publish_after_no_responders(p.msg, p.started.into(), p.deadline.into())
+                    .await
+                    .map(|a| Box::new(a) as Box<dyn crate::runtime::Deliver>);
+                completer.complete(p.fut, r);
+            });
         }
         if close {
             if let Some(t) = transport {

@@ -32,7 +32,7 @@ const EXCEPTIONS: &[ExceptionSpec] = &[
     ExceptionSpec { name: "NatsbusError", bases: &["Exception"], doc: "Base class of every error natsbus raises.", attrs: &[] },
     ExceptionSpec { name: "ConnectError", bases: &["NatsbusError", "ConnectionError"], doc: "No server could be reached, or the connection is gone for good.", attrs: &[] },
     ExceptionSpec { name: "AuthError", bases: &["ConnectError"], doc: "The server rejected the credentials.", attrs: &[] },
-    ExceptionSpec { name: "TimeoutError", bases: &["NatsbusError", "TimeoutError"], doc: "An operation did not finish in time.", attrs: &[] },
+    ExceptionSpec { name: "TimeoutError", bases: &["NatsbusError", "TimeoutError", "asyncio.TimeoutError"], doc: "An operation did not finish in time (also the builtin TimeoutError and asyncio.TimeoutError).", attrs: &[] },
     ExceptionSpec { name: "ClosedError", bases: &["NatsbusError"], doc: "The bus or consumer was closed.", attrs: &[] },
     ExceptionSpec { name: "InvalidArgumentError", bases: &["NatsbusError", "ValueError"], doc: "An argument is unusable (bad subject, bad name, negative timeout...).", attrs: &[] },
     ExceptionSpec { name: "EncodeError", bases: &["NatsbusError", "TypeError"], doc: "An object could not be encoded as a payload.", attrs: &[] },
@@ -46,6 +46,7 @@ const EXCEPTIONS: &[ExceptionSpec] = &[
     ExceptionSpec { name: "ExpectationError", bases: &["JetStreamError"], doc: "A publish expectation failed (wrong last sequence, last msg id or stream).", attrs: &[] },
     ExceptionSpec { name: "NoRespondersError", bases: &["NatsbusError"], doc: "Nothing is listening on the subject of a request.", attrs: &[] },
     ExceptionSpec { name: "NoStreamError", bases: &["NoRespondersError"], doc: "No stream captures the subject of a publish.", attrs: &[] },
+    ExceptionSpec { name: "StreamUnavailableError", bases: &["TimeoutError"], doc: "A stream captures the subject of a publish but did not answer within its timeout (no leader: an election, a restart, a lame-duck hand-over); the publish was retried until then.", attrs: &[] },
     ExceptionSpec { name: "BatchPublishError", bases: &["NatsbusError"], doc: "Some messages of publish_many failed; `.acks` has a PubAck or None per input, `.errors` maps input index to its error.", attrs: &[("acks", Default::EmptyList), ("errors", Default::None)] },
 ];
 
@@ -62,9 +63,14 @@ fn create_classes(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
             let ours = EXCEPTIONS[..made.len()]
                 .iter()
                 .position(|s| s.name == *base);
-            match ours {
-                Some(i) if *base != spec.name => bases.push(made[i].bind(py).clone().into_any()),
-                _ => bases.push(builtins.getattr(*base)?),
+            let cls = match (ours, base.split_once('.')) {
+                (Some(i), _) if *base != spec.name => made[i].bind(py).clone().into_any(),
+                (_, Some((module, name))) => py.import(module)?.getattr(name)?,
+                _ => builtins.getattr(*base)?,
+            };
+            // asyncio.TimeoutError is the builtin TimeoutError from 3.11 on.
+            if !bases.iter().any(|b: &Bound<'_, PyAny>| b.is(&cls)) {
+                bases.push(cls);
             }
         }
         let ns = PyDict::new(py);
@@ -119,6 +125,7 @@ fn class_for(kind: ErrorKind) -> &'static str {
         ErrorKind::JetStream => "JetStreamError",
         ErrorKind::NoResponders => "NoRespondersError",
         ErrorKind::NoStream => "NoStreamError",
+        ErrorKind::StreamUnavailable => "StreamUnavailableError",
         ErrorKind::StreamNotFound => "StreamNotFoundError",
         ErrorKind::ConsumerNotFound => "ConsumerNotFoundError",
         ErrorKind::Expectation => "ExpectationError",

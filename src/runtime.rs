@@ -306,7 +306,18 @@ impl Completer {
     /// what to do, when called from another running loop (a bus made in
     /// one `asyncio.run` and used in the next, a session-scoped fixture).
     pub fn new_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.running_here(py)?;
+        if !self.running_here(py)? && std::thread::current().id() != self.loop_thread {
+            // A future made here would belong to a loop this thread does not
+            // run: awaiting it is impossible, and dropping it loses the work.
+            return Err(crate::errors::to_pyerr(
+                py,
+                &natsbus_core::Error::invalid(
+                    "this thread runs no event loop: call natsbus from the event loop that \
+                     connected the bus (from another thread, schedule a coroutine on that loop \
+                     with asyncio.run_coroutine_threadsafe)",
+                ),
+            ));
+        }
         self.create_future(py)
     }
 
@@ -479,6 +490,36 @@ pub fn set_outcome(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: PyResult<Py<
             e.write_unraisable(py, Some(fut));
         }
     }
+}
+
+/// Sets a flag when the asyncio future it is attached to ends cancelled.
+#[pyclass(frozen, module = "natsbus._natsbus")]
+pub struct OnCancel {
+    flag: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[pymethods]
+impl OnCancel {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) {
+        let cancelled = fut
+            .call_method0(pyo3::intern!(fut.py(), "cancelled"))
+            .and_then(|c| c.is_truthy())
+            .unwrap_or(false);
+        if cancelled {
+            self.flag.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Set `flag` when `fut` is cancelled (so work on the runtime can stop).
+pub fn on_cancel(
+    py: Python<'_>,
+    fut: &Py<PyAny>,
+    flag: Arc<std::sync::atomic::AtomicBool>,
+) -> PyResult<()> {
+    fut.bind(py)
+        .call_method1("add_done_callback", (Py::new(py, OnCancel { flag })?,))?;
+    Ok(())
 }
 
 /// An awaitable that is already finished with `None`: what `await msg.ack()`

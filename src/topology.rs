@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use natsbus_core::topology::{self as core, Format, Plan as CorePlan, PlanOptions};
 use natsbus_core::{Error, ErrorKind};
 
+use crate::args::Text;
 use crate::codec::{json_to_py, py_to_json};
 use crate::errors::{to_pyerr, IntoPyResult};
 use crate::runtime::Deliver;
@@ -48,7 +49,10 @@ impl Topology {
             ));
         }
         let value = py_to_json(data).py_err(py)?;
-        let t = core::Topology::from_value(value, source.as_deref()).py_err(py)?;
+        // Validation is pure Rust: other threads run meanwhile.
+        let t = py
+            .detach(|| core::Topology::from_value(value, source.as_deref()))
+            .py_err(py)?;
         Ok(Topology { inner: Arc::new(t) })
     }
 
@@ -57,7 +61,7 @@ impl Topology {
     #[pyo3(signature = (text, format="yaml", source=None))]
     fn from_text(
         py: Python<'_>,
-        text: &str,
+        text: Text,
         format: &str,
         source: Option<String>,
     ) -> PyResult<Topology> {
@@ -74,7 +78,9 @@ impl Topology {
                 ))
             }
         };
-        let t = core::Topology::from_str(text, format, source.as_deref()).py_err(py)?;
+        let t = py
+            .detach(|| core::Topology::from_str(text.as_str(), format, source.as_deref()))
+            .py_err(py)?;
         Ok(Topology { inner: Arc::new(t) })
     }
 

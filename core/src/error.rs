@@ -36,6 +36,9 @@ pub enum ErrorKind {
     NoResponders,
     /// A JetStream publish found no stream capturing the subject.
     NoStream,
+    /// A stream captures the subject but did not answer within the publish
+    /// timeout (no leader: an election, a restart, a lame-duck hand-over).
+    StreamUnavailable,
     /// The named stream does not exist.
     StreamNotFound,
     /// The named consumer does not exist.

@@ -3,6 +3,7 @@
 //! - [`topology`]: the topology file model, offline validation, normalization
 //!   with server defaults, planning against live state, and export.
 //! - [`subjects`]: subject validity and the server's overlap rule.
+//! - [`names`]: the rule for stream and consumer names.
 //! - [`client`]: connecting, publishing, consuming, request/reply and health,
 //!   written against async-nats.
 //!
@@ -10,6 +11,7 @@
 
 pub mod client;
 pub mod error;
+pub mod names;
 pub mod subjects;
 pub mod topology;
 

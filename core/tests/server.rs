@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{api, err_code, publish, stream_info, Server};
+use common::{api, err_code, js, publish, stream_info, Server};
 use natsbus_core::subjects;
 use natsbus_core::topology::{
     self, apply, export_yaml, fetch_live, plan, verify, Action, ApplyOptions, Format, PlanOptions,
@@ -19,7 +19,7 @@ fn topo(text: &str) -> Topology {
 }
 
 async fn live_plan(client: &async_nats::Client, t: &Topology) -> topology::Plan {
-    let live = fetch_live(client).await.expect("fetch live");
+    let live = fetch_live(&js(client)).await.expect("fetch live");
     plan(t, &live, &PlanOptions::default())
 }
 
@@ -109,7 +109,7 @@ async fn normalized_defaults_match_what_the_server_stores() {
         "{}",
         before.render()
     );
-    let applied = apply(&client, &t, &ApplyOptions::default())
+    let applied = apply(&js(&client), &t, &ApplyOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied, before, "apply carries out the plan it showed");
@@ -120,7 +120,9 @@ async fn normalized_defaults_match_what_the_server_stores() {
         after.render()
     );
     assert!(after.changes.iter().all(|c| c.action == Action::Unchanged));
-    verify(&client, &t).await.unwrap_or_else(|e| panic!("{e}"));
+    verify(&js(&client), &t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     // natsbus marks what it manages
     let info = stream_info(&client, "EVENTS").await;
     assert_eq!(info["config"]["metadata"][topology::MANAGED_KEY], "true");
@@ -133,7 +135,9 @@ async fn apply_is_idempotent_and_reports_unmanaged() {
     let client = server.client().await;
     let t =
         topo("streams:\n  ORDERS:\n    subjects: [orders.>]\n    consumers:\n      worker: {}\n");
-    apply(&client, &t, &ApplyOptions::default()).await.unwrap();
+    apply(&js(&client), &t, &ApplyOptions::default())
+        .await
+        .unwrap();
     // Something natsbus does not manage, created by hand.
     let r = api(
         &client,
@@ -151,7 +155,9 @@ async fn apply_is_idempotent_and_reports_unmanaged() {
     assert!(r.get("error").is_none(), "{r}");
     let created = stream_info(&client, "ORDERS").await["created"].clone();
     for _ in 0..3 {
-        let p = apply(&client, &t, &ApplyOptions::default()).await.unwrap();
+        let p = apply(&js(&client), &t, &ApplyOptions::default())
+            .await
+            .unwrap();
         assert!(!p.is_pending(), "{}", p.render());
         let unmanaged: Vec<_> = p
             .changes
@@ -253,7 +259,7 @@ async fn storage_change_is_blocked_and_data_untouched() {
     let server = Server::start();
     let client = server.client().await;
     apply(
-        &client,
+        &js(&client),
         &topo("streams:\n  LOGS:\n    subjects: [logs.>]\n    max_age: 14d\n"),
         &ApplyOptions::default(),
     )
@@ -263,7 +269,7 @@ async fn storage_change_is_blocked_and_data_untouched() {
     let changed = topo("streams:\n  LOGS:\n    subjects: [logs.>]\n    max_age: 14d\n    storage: memory\n  NEW:\n    subjects: [new.>]\n");
     for allow in [false, true] {
         let e = apply(
-            &client,
+            &js(&client),
             &changed,
             &ApplyOptions {
                 allow_destructive: allow,
@@ -309,11 +315,15 @@ async fn max_age_change_is_applied_in_place() {
     let server = Server::start();
     let client = server.client().await;
     let t1 = topo("streams:\n  EVENTS:\n    subjects: [events.>]\n    max_age: 7d\n    description: keep me\n    consumers:\n      reader: {}\n");
-    apply(&client, &t1, &ApplyOptions::default()).await.unwrap();
+    apply(&js(&client), &t1, &ApplyOptions::default())
+        .await
+        .unwrap();
     publish(&client, "events.x", 4).await;
     let created = stream_info(&client, "EVENTS").await["created"].clone();
     let t2 = topo("streams:\n  EVENTS:\n    subjects: [events.>]\n    max_age: 14d\n    description: keep me\n    consumers:\n      reader: {}\n");
-    let p = apply(&client, &t2, &ApplyOptions::default()).await.unwrap();
+    let p = apply(&js(&client), &t2, &ApplyOptions::default())
+        .await
+        .unwrap();
     let c = p
         .changes
         .iter()
@@ -335,7 +345,7 @@ async fn max_age_change_is_applied_in_place() {
     assert_eq!(info["created"], created);
     assert!(!live_plan(&client, &t2).await.is_pending());
     // verify sees drift against the old file
-    let e = verify(&client, &t1).await.unwrap_err();
+    let e = verify(&js(&client), &t1).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Drift);
     assert!(e.message.contains("max_age"), "{e}");
     assert_eq!(e.plan.unwrap()["pending"], true);
@@ -346,7 +356,7 @@ async fn lowered_limit_needs_allow_destructive() {
     let server = Server::start();
     let client = server.client().await;
     apply(
-        &client,
+        &js(&client),
         &topo("streams:\n  T:\n    subjects: [t.>]\n    max_msgs: 100\n"),
         &ApplyOptions::default(),
     )
@@ -354,7 +364,7 @@ async fn lowered_limit_needs_allow_destructive() {
     .unwrap();
     publish(&client, "t.x", 10).await;
     let lowered = topo("streams:\n  T:\n    subjects: [t.>]\n    max_msgs: 5\n");
-    let e = apply(&client, &lowered, &ApplyOptions::default())
+    let e = apply(&js(&client), &lowered, &ApplyOptions::default())
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Apply);
@@ -368,7 +378,7 @@ async fn lowered_limit_needs_allow_destructive() {
         "refused: nothing deleted"
     );
     let p = apply(
-        &client,
+        &js(&client),
         &lowered,
         &ApplyOptions {
             allow_destructive: true,
@@ -388,7 +398,7 @@ async fn blocked_consumer_changes_are_ones_the_server_refuses() {
     let server = Server::start();
     let client = server.client().await;
     let base = "streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      c:\n        filter_subject: s.a\n";
-    apply(&client, &topo(base), &ApplyOptions::default())
+    apply(&js(&client), &topo(base), &ApplyOptions::default())
         .await
         .unwrap();
     for change in [
@@ -419,7 +429,7 @@ async fn blocked_consumer_changes_are_ones_the_server_refuses() {
         let t = topo(&format!(
             "streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      c:\n        filter_subject: {filter}\n        {extra}\n"
         ));
-        let p = apply(&client, &t, &ApplyOptions::default())
+        let p = apply(&js(&client), &t, &ApplyOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{extra}: {e}"));
         assert!(
@@ -443,7 +453,7 @@ async fn ten_concurrent_applies_on_a_fresh_server_converge() {
         let client = server.client().await;
         let t = t.clone();
         tasks.push(tokio::spawn(async move {
-            apply(&client, &t, &ApplyOptions::default()).await
+            apply(&js(&client), &t, &ApplyOptions::default()).await
         }));
     }
     for task in tasks {
@@ -454,7 +464,7 @@ async fn ten_concurrent_applies_on_a_fresh_server_converge() {
     let client = server.client().await;
     let p = live_plan(&client, &t).await;
     assert!(!p.is_pending(), "{}", p.render());
-    let live = fetch_live(&client).await.unwrap();
+    let live = fetch_live(&js(&client)).await.unwrap();
     assert_eq!(live.streams.len(), t.stream_names().len());
 }
 
@@ -463,23 +473,23 @@ async fn export_round_trips_to_an_empty_server() {
     let a = Server::start();
     let client_a = a.client().await;
     let original = topo(BROAD);
-    apply(&client_a, &original, &ApplyOptions::default())
+    apply(&js(&client_a), &original, &ApplyOptions::default())
         .await
         .unwrap();
-    let yaml = export_yaml(&fetch_live(&client_a).await.unwrap(), &[]);
+    let yaml = export_yaml(&fetch_live(&js(&client_a)).await.unwrap(), &[]);
     let exported = Topology::from_str(&yaml, Format::Yaml, Some("exported.yaml"))
         .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     assert_eq!(exported.stream_names().len(), original.stream_names().len());
     let b = Server::start();
     let client_b = b.client().await;
-    apply(&client_b, &exported, &ApplyOptions::default())
+    apply(&js(&client_b), &exported, &ApplyOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let p = live_plan(&client_b, &original).await;
     assert!(!p.is_pending(), "{}\n--- exported:\n{yaml}", p.render());
     // Only the requested streams when names are given.
     let one = export_yaml(
-        &fetch_live(&client_a).await.unwrap(),
+        &fetch_live(&js(&client_a)).await.unwrap(),
         &["EVENTS".to_string()],
     );
     let t = Topology::from_str(&one, Format::Yaml, None).unwrap();
@@ -509,7 +519,7 @@ async fn fetch_live_pages_through_many_streams() {
         .await;
         assert!(r.get("error").is_none(), "{r}");
     }
-    let live = fetch_live(&client).await.unwrap();
+    let live = fetch_live(&js(&client)).await.unwrap();
     assert_eq!(live.streams.len(), 260);
     assert_eq!(live.stream("P0").unwrap().consumers.len(), 260);
     assert_eq!(live.server_version, client.server_info().version);

@@ -110,6 +110,8 @@ def connect(
     connect_timeout: float = 5.0,
     max_reconnects: Optional[int] = None,
     direct_publish: bool = True,
+    inbox_prefix: Optional[str] = None,
+    domain: Optional[str] = None,
 ) -> Connecting:
     """Connect to NATS.
 
@@ -127,8 +129,16 @@ def connect(
     connection whenever that one is not open. Pass ``False`` for a single
     connection per bus (e.g. an account with a connection limit).
 
+    ``inbox_prefix`` (default ``$NATS_INBOX_PREFIX``, else ``_INBOX``): where
+    reply subjects live, for a user the server allows only its own inbox
+    (e.g. ``subscribe: "_INBOX_agent.>"``). ``domain``: the JetStream domain
+    to manage and consume, e.g. a leafnode's from its hub (the API becomes
+    ``$JS.<domain>.API``).
+
     A rejected credential raises ``AuthError`` and an unreachable server
-    ``ConnectError``, each within ``connect_timeout`` seconds.
+    ``ConnectError``, each within ``connect_timeout`` seconds. A subject or
+    inbox the server does not let this user use raises ``AuthError`` naming
+    it, at once.
 
     Use ``bus = await natsbus.connect(...)`` or ``async with natsbus.connect(...) as bus:``.
     """
@@ -153,6 +163,8 @@ def connect(
         "name": name,
         "connect_timeout": connect_timeout,
         "max_reconnects": max_reconnects,
+        "inbox_prefix": inbox_prefix or os.environ.get("NATS_INBOX_PREFIX") or None,
+        "domain": domain,
     }
     if tls is not None:
         kwargs.update(

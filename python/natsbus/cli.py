@@ -12,9 +12,9 @@
 
 Every command that talks to a server takes the connection flags (``-s/--server``, ``--user``,
 ``--password``, ``--token``, ``--creds``, ``--nkey``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``,
-``--tls-first``, ``--name``, ``--timeout``). Expected failures print one ``natsbus: error: ...``
-message on stderr and exit 1; usage errors exit 1 as well, so that exit code 2 of ``plan`` always
-means "changes pending". Credentials are never printed.
+``--tls-first``, ``--name``, ``--timeout``, ``--inbox-prefix``, ``--domain``). Expected failures
+print one ``natsbus: error: ...`` message on stderr and exit 1; usage errors exit 1 as well, so
+that exit code 2 of ``plan`` always means "changes pending". Credentials are never printed.
 
 Also runnable as ``python -m natsbus``. Needs only the standard library besides natsbus itself.
 """
@@ -215,6 +215,8 @@ def _connect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "tls": tls,
         "name": args.name,
         "connect_timeout": args.timeout,
+        "inbox_prefix": args.inbox_prefix,
+        "domain": args.domain,
         # The CLI does not publish: one connection is enough.
         "direct_publish": False,
     }
@@ -613,6 +615,18 @@ _CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         ("--timeout",),
         {"type": _duration_arg, "metavar": "DURATION", "help": "connect timeout (default: 5s)"},
     ),
+    (
+        ("--inbox-prefix",),
+        {
+            "metavar": "PREFIX",
+            "help": "inbox subject prefix, for users allowed only their own inbox "
+            "(default: $NATS_INBOX_PREFIX, else _INBOX)",
+        },
+    ),
+    (
+        ("--domain",),
+        {"metavar": "DOMAIN", "help": "JetStream domain to manage (e.g. a leafnode's)"},
+    ),
 ]
 _CONNECTION_DEFAULTS: dict[str, Any] = {
     "server": None,
@@ -627,6 +641,8 @@ _CONNECTION_DEFAULTS: dict[str, Any] = {
     "tls_first": False,
     "name": "natsbus-cli",
     "timeout": 5.0,
+    "inbox_prefix": None,
+    "domain": None,
 }
 
 

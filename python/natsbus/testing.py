@@ -228,6 +228,8 @@ class NatsServer(_Started):
         token: require this token.
         tls: serve TLS with these files (the URL scheme becomes ``tls://``).
         server_name: the server's name (``server_name``), e.g. in a cluster.
+        jetstream_domain: the server's JetStream domain (``jetstream.domain``), e.g. for a
+            leafnode whose JetStream a hub manages with ``connect(domain=...)``.
         binary: the nats-server executable; :func:`find_server_binary` if ``None``.
         debug: turn on the server's debug logging (see :attr:`log_file`).
 
@@ -250,6 +252,7 @@ class NatsServer(_Started):
         server_name: Optional[str] = None,
         binary: Optional[StrPath] = None,
         debug: bool = False,
+        jetstream_domain: Optional[str] = None,
     ) -> None:
         if token is not None and (user is not None or password is not None):
             raise ValueError("use either token or user/password, not both")
@@ -268,6 +271,7 @@ class NatsServer(_Started):
         self._token = token
         self._tls = tls
         self._server_name = server_name
+        self._jetstream_domain = jetstream_domain
         self._binary = os.fspath(binary) if binary is not None else None
         self._debug = debug
         self._started = False
@@ -386,6 +390,15 @@ class NatsServer(_Started):
             self._workdir = None
             self._workdir_finalizer = None
 
+    def kill(self) -> None:
+        """Kill the server process at once (SIGKILL): a crash, not a shutdown. The working
+        directory (and the store) stays, so :meth:`start` resumes from what was on disk."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self._halt()
+
     def restart(self, timeout: float = 10.0) -> Self:
         """Stop and start again on the same port and store directory."""
         self._halt()
@@ -421,7 +434,10 @@ class NatsServer(_Started):
         if self._debug:
             lines.append("debug: true")
         if self._jetstream:
-            lines.append(f"jetstream {{\n  store_dir: {_quote(self.store_dir)}\n}}")
+            domain = (
+                f"\n  domain: {_quote(self._jetstream_domain)}" if self._jetstream_domain else ""
+            )
+            lines.append(f"jetstream {{\n  store_dir: {_quote(self.store_dir)}{domain}\n}}")
         if self._user is not None:
             lines.append(
                 "authorization {\n"

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::client::events::ConnEvents;
+use crate::client::jsapi::JetStream;
 use crate::client::redact_url;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -63,6 +64,12 @@ pub struct ConnectConfig {
     pub max_reconnects: Option<usize>,
     /// Capacity of each subscription's channel inside async-nats.
     pub subscription_capacity: usize,
+    /// Where inboxes (reply subjects) live; `_INBOX` by default. A user
+    /// allowed only its own inbox needs this to name it.
+    pub inbox_prefix: Option<String>,
+    /// The JetStream domain to manage and consume (a leafnode's, from the
+    /// hub); `None`: the account's own.
+    pub domain: Option<String>,
 }
 
 impl Default for ConnectConfig {
@@ -75,6 +82,8 @@ impl Default for ConnectConfig {
             connect_timeout: Duration::from_secs(5),
             max_reconnects: None,
             subscription_capacity: 65_536,
+            inbox_prefix: None,
+            domain: None,
         }
     }
 }
@@ -87,6 +96,33 @@ impl ConnectConfig {
             Auth::None => auth_from_urls(&self.servers),
             other => other.clone(),
         }
+    }
+
+    /// The inbox prefix in use.
+    pub fn inbox_prefix(&self) -> &str {
+        self.inbox_prefix.as_deref().unwrap_or("_INBOX")
+    }
+
+    /// Check the inbox prefix and domain before connecting.
+    pub fn check(&self) -> Result<()> {
+        if let Some(p) = &self.inbox_prefix {
+            if p.is_empty()
+                || p.ends_with('.')
+                || crate::client::publish::check_publish_subject(p).is_err()
+            {
+                return Err(Error::invalid(format!(
+                    "inbox_prefix {p:?} must be a subject prefix without wildcards, empty tokens or a trailing '.', e.g. \"_INBOX_agent\""
+                )));
+            }
+        }
+        if let Some(d) = &self.domain {
+            if let Some(problem) = crate::names::name_problem(d) {
+                return Err(Error::invalid(format!(
+                    "invalid JetStream domain: {problem}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The server list as it may be shown to people.
@@ -146,12 +182,13 @@ pub(crate) fn check_file(what: &str, path: &std::path::Path) -> Result<()> {
 /// waiting for the old pull request to expire.
 pub type Reconnects = tokio::sync::watch::Receiver<u64>;
 
-/// A connected client and what listens to its events.
+/// A connected client, what listens to its events, and its JetStream API.
 #[derive(Clone)]
 pub struct Connected {
     pub client: async_nats::Client,
     pub reconnects: Reconnects,
     pub events: std::sync::Arc<ConnEvents>,
+    pub js: JetStream,
 }
 
 /// Connect, authenticate, and return the client. Fails with `Auth` when the
@@ -163,6 +200,7 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
             "no server given: pass a URL or set $NATS_URL",
         ));
     }
+    config.check()?;
     let mut opts = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout)
         .max_reconnects(config.max_reconnects)
@@ -171,8 +209,11 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
         .request_timeout(Some(Duration::from_secs(5)));
     let (connects_tx, connects_rx) = tokio::sync::watch::channel(0u64);
     let connects_tx = std::sync::Arc::new(connects_tx);
-    let events = ConnEvents::new();
+    let events = ConnEvents::for_inbox(config.inbox_prefix());
     let events_in_cb = events.clone();
+    if let Some(prefix) = &config.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
+    }
     opts = opts.event_callback(move |event| {
         let tx = connects_tx.clone();
         let events = events_in_cb.clone();
@@ -240,6 +281,7 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
     let timeout = config.connect_timeout;
     match tokio::time::timeout(timeout, opts.connect(servers)).await {
         Ok(Ok(client)) => Ok(Connected {
+            js: JetStream::new(client.clone(), events.clone(), config.domain.as_deref()),
             client,
             reconnects: connects_rx,
             events,

@@ -8,7 +8,7 @@
 //! whole timeout. [`ConnEvents`] broadcasts every violation; an operation
 //! watches for one naming its own subject and fails at once with `Auth`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
@@ -67,11 +67,19 @@ impl Violation {
             Denied::Reply => "use as a reply subject",
             Denied::Subscribe => "subscribe to",
         };
+        let hint = match self.denied {
+            Denied::Publish => "grant it in the server's authorization config",
+            // Replies come to the inbox: a user allowed only its own inbox
+            // needs natsbus to use that one.
+            _ => {
+                "grant it in the server's authorization config, or pass \
+                 inbox_prefix= (--inbox-prefix) naming the inbox this user may use"
+            }
+        };
         Error::new(
             ErrorKind::Auth,
             format!(
-                "{what}: permissions violation: this user may not {verb} {:?} \
-                 (grant it in the server's authorization config)",
+                "{what}: permissions violation: this user may not {verb} {:?} ({hint})",
                 self.subject
             ),
         )
@@ -81,12 +89,17 @@ impl Violation {
 /// The events of one connection, shared by everything that uses it.
 pub struct ConnEvents {
     violations: broadcast::Sender<Arc<Violation>>,
+    /// Where this connection's inboxes live (`_INBOX` unless configured).
+    inbox_prefix: String,
+    /// Set for good once the server refused this user its own inbox (a
+    /// subscription to it, or its use as a reply subject): every request
+    /// after that fails the same way, and the server says it only once.
+    inbox_denied: Mutex<Option<Arc<Violation>>>,
 }
 
 impl Default for ConnEvents {
     fn default() -> Self {
-        let (violations, _) = broadcast::channel(256);
-        ConnEvents { violations }
+        ConnEvents::with_inbox_prefix("_INBOX")
     }
 }
 
@@ -95,11 +108,46 @@ impl ConnEvents {
         Arc::new(ConnEvents::default())
     }
 
+    fn with_inbox_prefix(prefix: &str) -> ConnEvents {
+        let (violations, _) = broadcast::channel(256);
+        ConnEvents {
+            violations,
+            inbox_prefix: prefix.to_string(),
+            inbox_denied: Mutex::new(None),
+        }
+    }
+
+    /// Events of a connection whose inboxes start with `prefix`.
+    pub fn for_inbox(prefix: &str) -> Arc<ConnEvents> {
+        Arc::new(ConnEvents::with_inbox_prefix(prefix))
+    }
+
+    /// Whether `subject` is one of this connection's inboxes.
+    pub fn is_inbox(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.inbox_prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    }
+
     /// Record a server error; returns the violation when it was one.
     pub fn server_error(&self, text: &str) -> Option<Arc<Violation>> {
         let v = Arc::new(Violation::parse(text)?);
+        if v.denied != Denied::Publish && self.is_inbox(&v.subject) {
+            self.inbox_denied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| v.clone());
+        }
         let _ = self.violations.send(v.clone());
         Some(v)
+    }
+
+    /// The server's refusal of this user's inbox, if it came.
+    pub fn inbox_denied(&self) -> Option<Arc<Violation>> {
+        self.inbox_denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Start watching before sending, so a violation cannot slip by between
@@ -107,6 +155,40 @@ impl ConnEvents {
     pub fn watch(&self) -> Watch {
         Watch {
             rx: self.violations.subscribe(),
+        }
+    }
+
+    /// Run `request`, an operation that publishes to `subject` and waits for
+    /// a reply on this connection's inbox; fail at once with `Auth` (saying
+    /// `what` was refused) when the server refuses either.
+    pub async fn guard<T>(
+        &self,
+        what: &str,
+        subject: &str,
+        request: impl std::future::Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
+        self.guard_watched(what, subject, self.watch(), request)
+            .await
+    }
+
+    /// [`ConnEvents::guard`] with a watch started earlier: before the
+    /// message that `request` waits on was sent, so that a refusal the
+    /// server sends at once cannot pass before anyone watches.
+    pub async fn guard_watched<T>(
+        &self,
+        what: &str,
+        subject: &str,
+        mut watch: Watch,
+        request: impl std::future::Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
+        if let Some(v) = self.inbox_denied() {
+            return Err(v.error(what));
+        }
+        tokio::select! {
+            r = request => r,
+            v = watch.denied(|v| v.subject == subject || (v.denied != Denied::Publish && self.is_inbox(&v.subject))) => {
+                Err(v.error(what))
+            }
         }
     }
 }

@@ -1,11 +1,10 @@
 //! A health snapshot for readiness probes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::client::jsapi;
+use crate::client::{round_trip, Connected};
 use crate::error::{ErrorKind, Result};
 
 /// What a readiness probe wants to know about the connection.
@@ -48,23 +47,12 @@ impl Health {
     }
 }
 
-/// Measure one round trip: subscribe to a fresh inbox, publish to it and
-/// wait for the message to come back through the server.
-async fn round_trip(client: &async_nats::Client, timeout: Duration) -> Option<f64> {
-    let inbox = client.new_inbox();
-    let mut sub = client.subscribe(inbox.clone()).await.ok()?;
-    let start = Instant::now();
-    client.publish(inbox, "".into()).await.ok()?;
-    let got = tokio::time::timeout(timeout, sub.next())
-        .await
-        .ok()
-        .flatten();
-    let rtt = start.elapsed().as_secs_f64();
-    let _ = sub.unsubscribe().await;
-    got.map(|_| rtt)
-}
-
-pub async fn health(client: &async_nats::Client, timeout: Duration) -> Result<Health> {
+/// A health snapshot within `timeout` in all: the round trip through the
+/// server (see [`round_trip`]: answered by the server itself, so it needs no
+/// permission and waits for nobody) and the JetStream account info, asked at
+/// the same time.
+pub async fn health(conn: &Connected, timeout: Duration) -> Result<Health> {
+    let client = &conn.client;
     let info = client.server_info();
     let connected = matches!(
         client.connection_state(),
@@ -78,8 +66,13 @@ pub async fn health(client: &async_nats::Client, timeout: Duration) -> Result<He
         ));
     }
     let mut h = Health::from_info(&info, true, None);
-    h.rtt = round_trip(client, timeout).await;
-    match jsapi::request::<Value>(client, "INFO", &Value::Null, timeout).await {
+    let (rtt, account) = tokio::join!(
+        round_trip(client, &conn.events, timeout),
+        conn.js
+            .request_timeout::<Value>("INFO", &Value::Null, timeout),
+    );
+    h.rtt = rtt.ok().map(|d| d.as_secs_f64());
+    match account {
         Ok(acct) => {
             h.jetstream = true;
             let num = |k: &str| acct.get(k).and_then(Value::as_u64);

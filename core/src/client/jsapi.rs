@@ -1,15 +1,23 @@
-//! Raw JetStream API requests: JSON in, JSON out, server errors kept intact.
+//! The one JetStream API client: JSON in, JSON out, server errors kept
+//! intact.
 //!
 //! async-nats wraps API errors in its own kinds; natsbus needs the server's
 //! `err_code` and text (users catch `StreamNotFoundError`, tooling reads
-//! `err_code`), so the few API calls the client half makes go through here.
+//! `err_code`), so every API call of natsbus (consumers, topology apply,
+//! health, `Bus.jetstream_api`) goes through [`JetStream`]. It knows the API
+//! prefix (`$JS.API`, or `$JS.<domain>.API` for a JetStream domain such as a
+//! leafnode's), one default timeout, and the connection's events, so that a
+//! user who may not publish to the API (or receive on its inbox) is told at
+//! once instead of waiting for the timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::client::events::ConnEvents;
 use crate::error::{ApiError, Error, ErrorKind, Result};
 
 /// The default JetStream API prefix.
@@ -18,37 +26,141 @@ pub const API_PREFIX: &str = "$JS.API";
 /// How long an API request may take before it is reported as a timeout.
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Send `body` to `$JS.API.<subject>` and decode the answer, turning an
-/// `{"error": ...}` answer into an [`Error`] built from the server's code.
-pub async fn request<T: DeserializeOwned>(
-    client: &async_nats::Client,
-    subject: &str,
-    body: &Value,
-    timeout: Duration,
-) -> Result<T> {
-    let payload = if body.is_null() {
-        Bytes::new()
-    } else {
-        Bytes::from(serde_json::to_vec(body).map_err(|e| Error::invalid(e.to_string()))?)
-    };
-    let raw = request_raw(client, subject, payload, timeout).await?;
-    decode_response(subject, &raw)
+/// The JetStream API of one connection, in one domain.
+#[derive(Clone)]
+pub struct JetStream {
+    pub client: async_nats::Client,
+    pub events: Arc<ConnEvents>,
+    prefix: Arc<str>,
+    /// The timeout of a request that names none.
+    pub timeout: Duration,
 }
 
-/// Like [`request`] but returns the raw answer.
-pub async fn request_raw(
-    client: &async_nats::Client,
-    subject: &str,
-    payload: Bytes,
-    timeout: Duration,
-) -> Result<Bytes> {
-    let full = format!("{API_PREFIX}.{subject}");
-    let req = async_nats::client::Request::new()
-        .payload(payload)
-        .timeout(Some(timeout));
-    match client.send_request(full, req).await {
-        Ok(msg) => Ok(msg.payload),
-        Err(e) => Err(request_error(&format!("JetStream API {subject}"), e)),
+impl JetStream {
+    /// The API of `domain` (`None`: the connection's own JetStream).
+    pub fn new(client: async_nats::Client, events: Arc<ConnEvents>, domain: Option<&str>) -> Self {
+        let prefix = match domain {
+            Some(d) if !d.is_empty() => format!("$JS.{d}.API"),
+            _ => API_PREFIX.to_string(),
+        };
+        JetStream {
+            client,
+            events,
+            prefix: prefix.into(),
+            timeout: DEFAULT_API_TIMEOUT,
+        }
+    }
+
+    /// `$JS.API` or `$JS.<domain>.API`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The full subject of an API call (`STREAM.INFO.X` -> `$JS.API.STREAM.INFO.X`).
+    pub fn subject(&self, api: &str) -> String {
+        format!("{}.{api}", self.prefix)
+    }
+
+    /// Send `body` to `<prefix>.<subject>` and decode the answer, turning an
+    /// `{"error": ...}` answer into an [`Error`] built from the server's code.
+    pub async fn request<T: DeserializeOwned>(&self, subject: &str, body: &Value) -> Result<T> {
+        self.request_timeout(subject, body, self.timeout).await
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    pub async fn request_timeout<T: DeserializeOwned>(
+        &self,
+        subject: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<T> {
+        let payload = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(serde_json::to_vec(body).map_err(|e| Error::invalid(e.to_string()))?)
+        };
+        let raw = self.request_raw(subject, payload, timeout).await?;
+        decode_response(&format!("JetStream API {subject}"), &raw)
+    }
+
+    /// Like [`request`](Self::request) but returns the raw answer.
+    pub async fn request_raw(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let full = self.subject(subject);
+        let what = format!("JetStream API {subject}");
+        let req = async_nats::client::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        self.events
+            .guard(&what, &full, async {
+                match self.client.send_request(full.clone(), req).await {
+                    Ok(msg) => Ok(msg.payload),
+                    Err(e) => Err(request_error(&what, e)),
+                }
+            })
+            .await
+    }
+
+    /// A consumer's info; the error names the stream or consumer that is missing.
+    pub async fn consumer_info(&self, stream: &str, consumer: &str) -> Result<Value> {
+        check_name(stream, "stream")?;
+        check_name(consumer, "consumer")?;
+        let subject = format!("CONSUMER.INFO.{stream}.{consumer}");
+        self.request::<Value>(&subject, &Value::Null)
+            .await
+            .map_err(|mut e| {
+                match e.kind {
+                    ErrorKind::StreamNotFound => {
+                        e.message =
+                            format!("stream {stream:?} not found (consuming {stream}/{consumer})");
+                    }
+                    ErrorKind::ConsumerNotFound => {
+                        e.message = format!(
+                            "consumer {consumer:?} not found on stream {stream:?}: declare it in the topology or create it first"
+                        );
+                    }
+                    _ => {}
+                }
+                e
+            })
+    }
+
+    /// A stream's info.
+    pub async fn stream_info(&self, stream: &str) -> Result<Value> {
+        check_name(stream, "stream")?;
+        let subject = format!("STREAM.INFO.{stream}");
+        self.request::<Value>(&subject, &Value::Null)
+            .await
+            .map_err(|mut e| {
+                if e.kind == ErrorKind::StreamNotFound {
+                    e.message = format!("stream {stream:?} not found");
+                }
+                e
+            })
+    }
+
+    /// The streams whose subjects capture `subject` (the server's own rule).
+    pub async fn streams_capturing(&self, subject: &str, timeout: Duration) -> Result<Vec<String>> {
+        let answer: Value = self
+            .request_timeout(
+                "STREAM.NAMES",
+                &serde_json::json!({ "subject": subject }),
+                timeout,
+            )
+            .await?;
+        Ok(answer
+            .get("streams")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 
@@ -84,62 +196,12 @@ pub fn request_error(what: &str, e: async_nats::RequestError) -> Error {
     }
 }
 
-/// Fetch a consumer's info; the error names the stream or consumer that is missing.
-pub async fn consumer_info(
-    client: &async_nats::Client,
-    stream: &str,
-    consumer: &str,
-) -> Result<Value> {
-    let subject = format!("CONSUMER.INFO.{stream}.{consumer}");
-    request::<Value>(client, &subject, &Value::Null, DEFAULT_API_TIMEOUT)
-        .await
-        .map_err(|mut e| {
-            match e.kind {
-                ErrorKind::StreamNotFound => {
-                    e.message = format!("stream {stream:?} not found (consuming {stream}/{consumer})");
-                }
-                ErrorKind::ConsumerNotFound => {
-                    e.message = format!(
-                        "consumer {consumer:?} not found on stream {stream:?}: declare it in the topology or create it first"
-                    );
-                }
-                _ => {}
-            }
-            e
-        })
-}
-
-/// Fetch a stream's info.
-pub async fn stream_info(client: &async_nats::Client, stream: &str) -> Result<Value> {
-    let subject = format!("STREAM.INFO.{stream}");
-    request::<Value>(client, &subject, &Value::Null, DEFAULT_API_TIMEOUT)
-        .await
-        .map_err(|mut e| {
-            if e.kind == ErrorKind::StreamNotFound {
-                e.message = format!("stream {stream:?} not found");
-            }
-            e
-        })
-}
-
-/// Check a stream or consumer name the way the server does, so a bad name
-/// fails with a clear message instead of a confusing API subject.
+/// Check a stream or consumer name the way the server does (see
+/// [`crate::names`]), so a bad name fails with a clear message instead of a
+/// confusing API subject.
 pub fn check_name(name: &str, what: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::invalid(format!("{what} name must not be empty")));
+    match crate::names::name_problem(name) {
+        None => Ok(()),
+        Some(p) => Err(Error::invalid(format!("invalid {what} name: {p}"))),
     }
-    if name.len() > 255 {
-        return Err(Error::invalid(format!(
-            "{what} name {name:?} is longer than 255 characters"
-        )));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '\\' | '/'))
-    {
-        return Err(Error::invalid(format!(
-            "invalid {what} name {name:?}: it cannot contain {c:?} (no whitespace, '.', '*', '>', '/' or '\\\\')"
-        )));
-    }
-    Ok(())
 }

@@ -1,20 +1,38 @@
 //! JetStream publish: one message with expectations, or many pipelined.
 //!
 //! A publish is a core request to the subject; the stream that captures the
-//! subject answers with a PubAck. No responders means no stream captures it,
-//! which we report at once instead of waiting for a timeout.
+//! subject answers with a PubAck. "No responders" (503) means nobody
+//! answered: either no stream captures the subject (a configuration error,
+//! reported at once as `NoStream`) or the stream that does has no leader
+//! right now (an R3 election, a server shutting down, a lame-duck
+//! hand-over). The server tells the two apart (`STREAM.NAMES` with a subject
+//! filter): while a stream captures the subject the publish is retried,
+//! within its timeout, and still unavailable at the deadline it fails as
+//! `StreamUnavailable`. nats.go's JetStream publish retries on no responders
+//! the same way.
 
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use tokio::time::Instant;
 
-use std::future::IntoFuture;
-
+use crate::client::jsapi::JetStream;
+use crate::client::Connected;
 use crate::error::{ApiError, Error, ErrorKind, Result};
 
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest subject a publish may carry. The server reads a command line of
+/// at most 4096 bytes (`HPUB <subject> <reply> <header bytes> <total
+/// bytes>`); a longer one makes it close the connection, failing every other
+/// publish in flight on it. The rest of the line (the reply inbox, the
+/// lengths) gets 256 bytes.
+pub const MAX_SUBJECT_LEN: usize = 4096 - 256;
 
 /// A message ready to send: subject, payload bytes, headers.
 #[derive(Debug, Clone)]
@@ -94,6 +112,12 @@ pub fn check_publish_subject(subject: &str) -> Result<()> {
     if subject.is_empty() {
         return Err(Error::invalid("subject must not be empty"));
     }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Err(Error::invalid(format!(
+            "subject is {} bytes long; at most {MAX_SUBJECT_LEN} are allowed (the server reads at most 4096 bytes per protocol line and closes the connection on a longer one)",
+            subject.len()
+        )));
+    }
     if subject.contains(|c: char| c.is_whitespace()) {
         return Err(Error::invalid(format!(
             "invalid subject {subject:?}: subjects cannot contain whitespace"
@@ -127,11 +151,34 @@ fn api_from_jetstream(e: &async_nats::jetstream::Error) -> ApiError {
     }
 }
 
-/// No stream captures `subject`: the publish got "no responders".
+/// No stream captures `subject`: the publish got "no responders" and the
+/// server says no stream's subjects match it.
 pub fn no_stream_error(subject: &str) -> Error {
     Error::new(
         ErrorKind::NoStream,
         format!("no stream captures subject {subject:?} (publish got no responders): add the subject to a stream in the topology"),
+    )
+}
+
+/// A stream captures `subject` but did not answer before the deadline.
+pub fn unavailable_error(
+    subject: &str,
+    stream: Option<&str>,
+    attempts: u32,
+    waited: Duration,
+) -> Error {
+    let who = match stream {
+        Some(s) => format!("stream {s:?} captures this subject but"),
+        None => "no stream answered, and JetStream could not say which captures it: it".to_string(),
+    };
+    Error::new(
+        ErrorKind::StreamUnavailable,
+        format!(
+            "publish to {subject:?}: {who} did not answer for {:.1}s (timeout), {attempts} attempt(s): \
+             it has no leader right now (an election, a server restarting or in lame duck mode); \
+             retry later or raise the publish timeout",
+            waited.as_secs_f64()
+        ),
     )
 }
 
@@ -209,73 +256,226 @@ fn publish_error(subject: &str, e: async_nats::jetstream::context::PublishError)
     }
 }
 
+/// How long the answer "stream X captures subject Y" is trusted while a
+/// publish is retried, before the server is asked again.
+const CAPTURE_TTL: Duration = Duration::from_secs(2);
+
+/// Pause between attempts while a stream is unavailable: 25 ms doubling up
+/// to 250 ms, as nats.go waits (a leader election takes a few seconds).
+const FIRST_RETRY: Duration = Duration::from_millis(25);
+const MAX_RETRY: Duration = Duration::from_millis(250);
+
+/// What the server says captures a subject.
+enum Capture {
+    /// No stream: the configuration error.
+    Nothing,
+    /// This stream: it exists and has no leader right now.
+    Stream(String),
+    /// JetStream did not answer either.
+    Unknown,
+}
+
 /// Publishes through one JetStream context. Each publish is enqueued on the
 /// connection in call order before its ack is awaited, so pipelined
-/// publishes are stored in input order.
+/// publishes are stored in input order (a publish retried while its stream
+/// was unavailable is stored when it gets through).
+/// A message on the wire: the future of its ack, and the watch for a
+/// permission violation started before it was sent.
+struct Sent {
+    ack: async_nats::jetstream::context::PublishAckFuture,
+    watch: super::events::Watch,
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     js: async_nats::jetstream::Context,
+    api: JetStream,
+    captured: Arc<Mutex<HashMap<String, (Instant, String)>>>,
 }
 
 impl Publisher {
-    pub fn new(client: async_nats::Client) -> Publisher {
+    pub fn new(conn: &Connected) -> Publisher {
         let js = async_nats::jetstream::context::ContextBuilder::new()
             // Our own timeouts bound every wait; the context's must not cut in first.
             .timeout(Duration::from_secs(3600))
             .max_ack_inflight(1 << 20)
             .backpressure_on_inflight(true)
-            .build(client);
-        Publisher { js }
+            .build(conn.client.clone());
+        Publisher {
+            js,
+            api: conn.js.clone(),
+            captured: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
-    /// Put the message on the wire; returns the future of its ack.
-    pub async fn send(
+    /// Put the message on the wire; returns the future of its ack, watched
+    /// for a refusal from before it was sent.
+    async fn send(&self, msg: &OutboundMessage) -> Result<Sent> {
+        let watch = self.api.events.watch();
+        let mut p =
+            async_nats::jetstream::message::PublishMessage::build().payload(msg.payload.clone());
+        if let Some(h) = &msg.headers {
+            p = p.headers(h.clone());
+        }
+        self.js
+            .send_publish(msg.subject.clone(), p)
+            .await
+            .map(|ack| Sent { ack, watch })
+            .map_err(|e| publish_error(&msg.subject, e))
+    }
+
+    /// Wait for the ack until `deadline`; a permission violation for the
+    /// subject (or the inbox) fails it at once.
+    async fn settle(&self, subject: &str, sent: Sent, deadline: Instant) -> Result<PubAck> {
+        let what = format!("publish to {subject:?}");
+        let Sent { ack, watch } = sent;
+        let wait = async {
+            match tokio::time::timeout_at(deadline, ack.into_future()).await {
+                Ok(Ok(a)) => Ok(PubAck {
+                    stream: a.stream,
+                    seq: a.sequence,
+                    duplicate: a.duplicate,
+                    domain: (!a.domain.is_empty()).then_some(a.domain),
+                }),
+                Ok(Err(e)) => Err(publish_error(subject, e)),
+                Err(_) => Err(ack_timeout(subject)),
+            }
+        };
+        self.api
+            .events
+            .guard_watched(&what, subject, watch, wait)
+            .await
+    }
+
+    /// Which stream captures `subject`, as the server says.
+    async fn capture(&self, subject: &str, deadline: Instant) -> Capture {
+        let now = Instant::now();
+        {
+            let mut known = self.captured.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, stream)) = known.get(subject) {
+                if now.saturating_duration_since(*at) < CAPTURE_TTL {
+                    return Capture::Stream(stream.clone());
+                }
+            }
+            if known.len() > 1024 {
+                known.clear();
+            }
+        }
+        let timeout = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(500))
+            .max(Duration::from_millis(50));
+        match self.api.streams_capturing(subject, timeout).await {
+            Ok(streams) => match streams.into_iter().next() {
+                None => Capture::Nothing,
+                Some(stream) => {
+                    self.captured
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(subject.to_string(), (now, stream.clone()));
+                    Capture::Stream(stream)
+                }
+            },
+            Err(_) => Capture::Unknown,
+        }
+    }
+
+    /// After "no responders": fail with `NoStream` when no stream captures
+    /// the subject, else send again until an ack or the deadline.
+    async fn retry_unavailable(
+        &self,
+        msg: &OutboundMessage,
+        started: Instant,
+        deadline: Instant,
+        mut attempts: u32,
+    ) -> Result<PubAck> {
+        let mut pause = FIRST_RETRY;
+        loop {
+            let stream = match self.capture(&msg.subject, deadline).await {
+                Capture::Nothing => return Err(no_stream_error(&msg.subject)),
+                Capture::Stream(s) => Some(s),
+                Capture::Unknown => None,
+            };
+            let now = Instant::now();
+            if now + pause >= deadline {
+                return Err(unavailable_error(
+                    &msg.subject,
+                    stream.as_deref(),
+                    attempts,
+                    now.saturating_duration_since(started),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY);
+            attempts += 1;
+            let answer = match self.send(msg).await {
+                Ok(fut) => self.settle(&msg.subject, fut, deadline).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Err(e) if e.kind == ErrorKind::NoStream => continue,
+                Err(e) if e.kind == ErrorKind::Timeout => {
+                    return Err(unavailable_error(
+                        &msg.subject,
+                        stream.as_deref(),
+                        attempts,
+                        Instant::now().saturating_duration_since(started),
+                    ))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Publish one message and wait for its PubAck (see the module docs for
+    /// what "no responders" leads to).
+    pub async fn publish(&self, msg: OutboundMessage, timeout: Option<Duration>) -> Result<PubAck> {
+        let started = Instant::now();
+        let deadline = started + timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
+        let fut = self.send(&msg).await?;
+        self.finish(msg, fut, started, deadline).await
+    }
+
+    /// The ack of a message already sent, with the retry after "no responders".
+    async fn finish(
         &self,
         msg: OutboundMessage,
-    ) -> Result<(String, async_nats::jetstream::context::PublishAckFuture)> {
-        let mut p = async_nats::jetstream::message::PublishMessage::build().payload(msg.payload);
-        if let Some(h) = msg.headers {
-            p = p.headers(h);
-        }
-        match self.js.send_publish(msg.subject.clone(), p).await {
-            Ok(f) => Ok((msg.subject, f)),
-            Err(e) => Err(publish_error(&msg.subject, e)),
-        }
-    }
-
-    async fn settle(
-        subject: String,
-        fut: async_nats::jetstream::context::PublishAckFuture,
-        timeout: Duration,
+        fut: Sent,
+        started: Instant,
+        deadline: Instant,
     ) -> Result<PubAck> {
-        match tokio::time::timeout(timeout, fut.into_future()).await {
-            Ok(Ok(a)) => Ok(PubAck {
-                stream: a.stream,
-                seq: a.sequence,
-                duplicate: a.duplicate,
-                domain: (!a.domain.is_empty()).then_some(a.domain),
-            }),
-            Ok(Err(e)) => Err(publish_error(&subject, e)),
-            Err(_) => Err(ack_timeout(&subject)),
+        match self.settle(&msg.subject, fut, deadline).await {
+            Err(e) if e.kind == ErrorKind::NoStream => {
+                self.retry_unavailable(&msg, started, deadline, 1).await
+            }
+            other => other,
         }
     }
 
-    /// Publish one message and wait for its PubAck.
-    pub async fn publish(&self, msg: OutboundMessage, timeout: Option<Duration>) -> Result<PubAck> {
-        let (subject, fut) = self.send(msg).await?;
-        Self::settle(subject, fut, timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT)).await
+    /// A message another connection sent got "no responders": classify it
+    /// and retry through this one until `deadline` (the loop-driven publish
+    /// connection hands such publishes over here).
+    pub async fn publish_after_no_responders(
+        &self,
+        msg: OutboundMessage,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<PubAck> {
+        self.retry_unavailable(&msg, started, deadline, 1).await
     }
 
     /// Publish messages that arrive in chunks while they are still being
     /// prepared (the caller encodes the next chunk while this one is on the
     /// wire). Items that failed to prepare keep their place as errors.
     /// Sent in input order, at most `window` awaiting acks; results come back
-    /// in input order, one per item.
+    /// in input order, one per item. Once `cancelled` is set nothing more is
+    /// sent: the rest come back as `Closed` errors.
     pub async fn publish_stream(
         &self,
         mut chunks: tokio::sync::mpsc::UnboundedReceiver<Vec<Result<OutboundMessage>>>,
         window: usize,
         timeout: Option<Duration>,
+        cancelled: &std::sync::atomic::AtomicBool,
     ) -> Vec<Result<PubAck>> {
         let window = window.max(1);
         let timeout = timeout.unwrap_or(DEFAULT_PUBLISH_TIMEOUT);
@@ -289,13 +489,23 @@ impl Publisher {
                         out.push(r);
                     }
                 }
+                if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                    inflight.push_back(futures_util::future::Either::Right(
+                        futures_util::future::ready(Err(Error::new(
+                            ErrorKind::Closed,
+                            "publish_many was cancelled before this item was sent",
+                        ))),
+                    ));
+                    continue;
+                }
+                let started = Instant::now();
                 let sent = match item {
-                    Ok(msg) => self.send(msg).await,
+                    Ok(msg) => self.send(&msg).await.map(|fut| (msg, fut)),
                     Err(e) => Err(e),
                 };
                 match sent {
-                    Ok((subject, fut)) => inflight.push_back(futures_util::future::Either::Left(
-                        Self::settle(subject, fut, timeout),
+                    Ok((msg, fut)) => inflight.push_back(futures_util::future::Either::Left(
+                        self.finish(msg, fut, started, started + timeout),
                     )),
                     Err(e) => inflight.push_back(futures_util::future::Either::Right(
                         futures_util::future::ready(Err(e)),

@@ -54,7 +54,7 @@ use tokio::time::Instant;
 
 use crate::client::consume::{AckKind, Acker, Flow, InboundMessage, Inbox};
 use crate::client::events::Denied;
-use crate::client::{jsapi, round_trip, Connected};
+use crate::client::{round_trip, Connected};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The default byte budget of a pull consumption: 8 MiB buffered, held and
@@ -604,15 +604,13 @@ impl PullConsumer {
         durable: &str,
         opts: PullOptions,
     ) -> Result<Arc<PullConsumer>> {
-        jsapi::check_name(stream, "stream")?;
-        jsapi::check_name(durable, "consumer")?;
         if opts.max_messages == 0 {
             return Err(Error::invalid("batch must be at least 1"));
         }
         if opts.max_bytes == 0 {
             return Err(Error::invalid("max_bytes must be at least 1"));
         }
-        let info = jsapi::consumer_info(&conn.client, stream, durable).await?;
+        let info = conn.js.consumer_info(stream, durable).await?;
         let config = info.get("config").cloned().unwrap_or_default();
         if config
             .get("deliver_subject")
@@ -761,7 +759,7 @@ async fn after_end(
             )))
         }
         AfterEnd::RefreshLimits => {
-            if let Ok(info) = jsapi::consumer_info(client, stream, durable).await {
+            if let Ok(info) = conn.js.consumer_info(stream, durable).await {
                 let config = info.get("config").cloned().unwrap_or_default();
                 state.set_limits(ServerLimits::from_config(
                     &config,
@@ -769,7 +767,7 @@ async fn after_end(
                 ));
             }
         }
-        AfterEnd::CheckConsumer => match jsapi::consumer_info(client, stream, durable).await {
+        AfterEnd::CheckConsumer => match conn.js.consumer_info(stream, durable).await {
             Err(e)
                 if matches!(
                     e.kind,
@@ -808,7 +806,9 @@ async fn pump(
             return Vec::new();
         }
     };
-    let next_subject = format!("{}.CONSUMER.MSG.NEXT.{stream}.{durable}", jsapi::API_PREFIX);
+    let next_subject = conn
+        .js
+        .subject(&format!("CONSUMER.MSG.NEXT.{stream}.{durable}"));
     let mut reconnects = conn.reconnects.clone();
     reconnects.borrow_and_update();
     let mut backoff = Duration::from_millis(100);

@@ -6,14 +6,16 @@ use bytes::Bytes;
 
 use crate::client::consume::InboundMessage;
 use crate::client::publish::OutboundMessage;
+use crate::client::Connected;
 use crate::error::{Error, ErrorKind, Result};
 
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Send a request and wait for the first reply. Nobody listening is an
-/// immediate `NoResponders` error, not a timeout.
+/// immediate `NoResponders` error, not a timeout; so is a subject (or inbox)
+/// this user may not use, as `Auth`.
 pub async fn request(
-    client: &async_nats::Client,
+    conn: &Connected,
     msg: OutboundMessage,
     timeout: Option<Duration>,
 ) -> Result<InboundMessage> {
@@ -24,20 +26,27 @@ pub async fn request(
     if let Some(h) = msg.headers {
         req = req.headers(h);
     }
-    match client.send_request(subject.clone(), req).await {
-        Ok(m) => Ok(InboundMessage::from(m)),
-        Err(e) => {
-            use async_nats::RequestErrorKind as K;
-            Err(match e.kind() {
-                K::NoResponders => Error::new(
-                    ErrorKind::NoResponders,
-                    format!("no responders on {subject:?}: nothing is serving this subject"),
-                ),
-                K::TimedOut => Error::timeout(format!("request to {subject:?}")),
-                _ => super::jsapi::request_error(&format!("request to {subject:?}"), e),
-            })
-        }
-    }
+    let what = format!("request to {subject:?}");
+    conn.events
+        .guard(&what, &subject, async {
+            match conn.client.send_request(subject.clone(), req).await {
+                Ok(m) => Ok(InboundMessage::from(m)),
+                Err(e) => {
+                    use async_nats::RequestErrorKind as K;
+                    Err(match e.kind() {
+                        K::NoResponders => Error::new(
+                            ErrorKind::NoResponders,
+                            format!(
+                                "no responders on {subject:?}: nothing is serving this subject"
+                            ),
+                        ),
+                        K::TimedOut => Error::timeout(&what),
+                        _ => super::jsapi::request_error(&what, e),
+                    })
+                }
+            }
+        })
+        .await
 }
 
 /// Publish without waiting for anything (used for replies).

@@ -356,8 +356,8 @@ pub fn write_publish(
 }
 
 /// A fresh, unguessable inbox prefix: `_INBOX.<nuid>.`
-pub fn new_inbox_prefix() -> String {
-    format!("_INBOX.{}.", nuid::next())
+pub fn new_inbox_prefix(prefix: &str) -> String {
+    format!("{prefix}.{}.", nuid::next())
 }
 
 #[cfg(test)]

@@ -9,17 +9,14 @@
 //! create that loses a race to a different config (10058) is re-planned
 //! against what won, a bounded number of times.
 
-use std::time::Duration;
-
-use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::plan::{human, plan, plan_stream, Action, Change, Plan, PlanOptions};
 use super::schema::{Version, CONSUMER_FIELDS, STREAM_FIELDS};
 use super::Topology;
-use crate::error::{ApiError, Error, ErrorKind, Result};
+use crate::client::jsapi::JetStream;
+use crate::error::{Error, ErrorKind, Result};
 
-const API_TIMEOUT: Duration = Duration::from_secs(5);
 const RACE_RETRIES: usize = 5;
 
 /// A consumer on the server.
@@ -144,45 +141,8 @@ pub struct ApplyOptions {
     pub allow_destructive: bool,
 }
 
-async fn api(client: &async_nats::Client, subject: &str, body: &Value) -> Result<Value> {
-    let payload = if body.is_null() {
-        Bytes::new()
-    } else {
-        Bytes::from(serde_json::to_vec(body).map_err(|e| Error::invalid(e.to_string()))?)
-    };
-    let request = async_nats::client::Request::new()
-        .payload(payload)
-        .timeout(Some(API_TIMEOUT));
-    let what = format!("JetStream API {subject}");
-    let msg = client
-        .send_request(format!("$JS.API.{subject}"), request)
-        .await
-        .map_err(|e| {
-            use async_nats::RequestErrorKind as K;
-            match e.kind() {
-                K::TimedOut => Error::timeout(&what),
-                K::NoResponders => Error::new(
-                    ErrorKind::NoResponders,
-                    format!("{what}: no responders (is JetStream enabled on the server?)"),
-                ),
-                _ => Error::new(ErrorKind::Connect, format!("{what}: {e}")),
-            }
-        })?;
-    let value: Value = serde_json::from_slice(&msg.payload).map_err(|e| {
-        Error::new(
-            ErrorKind::JetStream,
-            format!("{what}: unreadable answer: {e}"),
-        )
-    })?;
-    if let Some(err) = value.get("error").filter(|e| e.is_object()) {
-        let api: ApiError = serde_json::from_value(err.clone()).unwrap_or(ApiError {
-            code: 0,
-            err_code: 0,
-            description: err.to_string(),
-        });
-        return Err(Error::api(what, api));
-    }
-    Ok(value)
+async fn api(js: &JetStream, subject: &str, body: &Value) -> Result<Value> {
+    js.request::<Value>(subject, body).await
 }
 
 fn err_code(e: &Error) -> Option<u16> {
@@ -190,10 +150,10 @@ fn err_code(e: &Error) -> Option<u16> {
 }
 
 /// Page through a list API (`offset`/`total`), collecting the `key` arrays.
-async fn list_all(client: &async_nats::Client, subject: &str, key: &str) -> Result<Vec<Value>> {
+async fn list_all(js: &JetStream, subject: &str, key: &str) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     loop {
-        let page = api(client, subject, &json!({"offset": out.len()})).await?;
+        let page = api(js, subject, &json!({"offset": out.len()})).await?;
         let items = page
             .get(key)
             .and_then(Value::as_array)
@@ -211,20 +171,20 @@ async fn list_all(client: &async_nats::Client, subject: &str, key: &str) -> Resu
     Ok(out)
 }
 
-async fn fetch_consumers(client: &async_nats::Client, stream: &str) -> Result<Vec<Value>> {
-    list_all(client, &format!("CONSUMER.LIST.{stream}"), "consumers").await
+async fn fetch_consumers(js: &JetStream, stream: &str) -> Result<Vec<Value>> {
+    list_all(js, &format!("CONSUMER.LIST.{stream}"), "consumers").await
 }
 
 /// Read every stream and consumer from the server.
-pub async fn fetch_live(client: &async_nats::Client) -> Result<LiveState> {
-    let infos = list_all(client, "STREAM.LIST", "streams").await?;
-    let mut live = LiveState::new(client.server_info().version);
+pub async fn fetch_live(js: &JetStream) -> Result<LiveState> {
+    let infos = list_all(js, "STREAM.LIST", "streams").await?;
+    let mut live = LiveState::new(js.client.server_info().version);
     for info in infos {
         let name = info["config"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let consumers = match fetch_consumers(client, &name).await {
+        let consumers = match fetch_consumers(js, &name).await {
             Ok(c) => c,
             // deleted between the two calls
             Err(e) if err_code(&e) == Some(10059) => continue,
@@ -237,10 +197,10 @@ pub async fn fetch_live(client: &async_nats::Client) -> Result<LiveState> {
 }
 
 /// Fetch one stream (None when it does not exist).
-async fn fetch_stream(client: &async_nats::Client, name: &str) -> Result<Option<LiveStream>> {
-    match api(client, &format!("STREAM.INFO.{name}"), &Value::Null).await {
+async fn fetch_stream(js: &JetStream, name: &str) -> Result<Option<LiveStream>> {
+    match api(js, &format!("STREAM.INFO.{name}"), &Value::Null).await {
         Ok(info) => {
-            let consumers = fetch_consumers(client, name).await?;
+            let consumers = fetch_consumers(js, name).await?;
             Ok(Some(LiveStream::new(info, consumers)))
         }
         Err(e) if err_code(&e) == Some(10059) => Ok(None),
@@ -249,12 +209,8 @@ async fn fetch_stream(client: &async_nats::Client, name: &str) -> Result<Option<
 }
 
 /// The plan for `topology` against the server, changing nothing.
-pub async fn plan_live(
-    client: &async_nats::Client,
-    topology: &Topology,
-    opts: &PlanOptions,
-) -> Result<Plan> {
-    let live = fetch_live(client).await?;
+pub async fn plan_live(js: &JetStream, topology: &Topology, opts: &PlanOptions) -> Result<Plan> {
+    let live = fetch_live(js).await?;
     Ok(plan(topology, &live, opts))
 }
 
@@ -313,15 +269,11 @@ fn apply_error(mut e: Error, what: &str, plan: &Plan) -> Error {
 /// differs, never delete. Refuses (before sending anything) when a change is
 /// blocked, or destructive without `allow_destructive`. Returns the plan that
 /// was carried out.
-pub async fn apply(
-    client: &async_nats::Client,
-    topology: &Topology,
-    opts: &ApplyOptions,
-) -> Result<Plan> {
+pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> Result<Plan> {
     let plan_opts = PlanOptions {
         allow_destructive: opts.allow_destructive,
     };
-    let live = fetch_live(client).await?;
+    let live = fetch_live(js).await?;
     let mut plan = plan(topology, &live, &plan_opts);
     if let Some(e) = refusal(&plan, opts.allow_destructive) {
         return Err(e);
@@ -353,7 +305,7 @@ pub async fn apply(
         let mut current = change;
         let mut attempt = 0;
         loop {
-            let result = send_stream(client, &current).await;
+            let result = send_stream(js, &current).await;
             match result {
                 Ok(()) => break,
                 // Lost a race: someone created it (10058) or deleted it (10059) meanwhile.
@@ -362,7 +314,7 @@ pub async fn apply(
                         && matches!(err_code(&e), Some(10058) | Some(10059)) =>
                 {
                     attempt += 1;
-                    let live_stream = fetch_stream(client, &spec.name).await?;
+                    let live_stream = fetch_stream(js, &spec.name).await?;
                     let (replanned, consumers) =
                         plan_stream(spec, live_stream.as_ref(), version, &foreign);
                     // Keep the reported plan truthful about what was done.
@@ -407,7 +359,7 @@ pub async fn apply(
         }
         let Some(body) = &change.body else { continue };
         let subject = format!("CONSUMER.CREATE.{}.{consumer}", change.stream);
-        if let Err(e) = api(client, &subject, body).await {
+        if let Err(e) = api(js, &subject, body).await {
             let what = format!(
                 "{} consumer {} > {consumer}",
                 change.action.as_str(),
@@ -419,7 +371,7 @@ pub async fn apply(
     Ok(plan)
 }
 
-async fn send_stream(client: &async_nats::Client, change: &Change) -> Result<()> {
+async fn send_stream(js: &JetStream, change: &Change) -> Result<()> {
     let Some(body) = &change.body else {
         return Ok(());
     };
@@ -428,13 +380,13 @@ async fn send_stream(client: &async_nats::Client, change: &Change) -> Result<()>
     } else {
         "UPDATE"
     };
-    api(client, &format!("STREAM.{verb}.{}", change.stream), body).await?;
+    api(js, &format!("STREAM.{verb}.{}", change.stream), body).await?;
     Ok(())
 }
 
 /// Ok(plan) when the server matches `topology`; otherwise a Drift error carrying the plan.
-pub async fn verify(client: &async_nats::Client, topology: &Topology) -> Result<Plan> {
-    let live = fetch_live(client).await?;
+pub async fn verify(js: &JetStream, topology: &Topology) -> Result<Plan> {
+    let live = fetch_live(js).await?;
     let plan = plan(topology, &live, &PlanOptions::default());
     if !plan.is_pending() {
         return Ok(plan);

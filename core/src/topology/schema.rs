@@ -355,14 +355,45 @@ fn describe(v: &Value) -> String {
     }
 }
 
+/// A whole number that fits the server's 64-bit fields; `None` for anything
+/// else, including whole numbers out of range (never clamped).
 fn as_int(v: &Value) -> Option<i64> {
+    // 2^63 as f64: a float at or above it does not fit an i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
     match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= -LIMIT && *f < LIMIT)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// The problem with a whole number that does not fit, if that is the problem.
+fn range_problem(v: &Value) -> Option<String> {
+    let whole_but_too_big = match v {
+        Value::Number(n) => {
+            n.as_i64().is_none() && (n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0))
+        }
+        Value::String(s) => {
+            let t = s.trim();
+            let digits = t.strip_prefix('-').unwrap_or(t);
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && t.parse::<i64>().is_err()
+        }
+        _ => false,
+    };
+    whole_but_too_big.then(|| {
+        format!(
+            "{} is out of range: the server takes whole numbers from {} to {}",
+            describe(v),
+            i64::MIN,
+            i64::MAX
+        )
+    })
 }
 
 pub fn convert_value(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Option<Value> {
@@ -404,10 +435,9 @@ pub fn convert_value(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Optio
             }
             (_, Some(i)) => Some(Value::from(i)),
             (other, None) => {
-                ctx.problem(
-                    p,
-                    format!("expected a whole number, got {}", describe(other)),
-                );
+                let problem = range_problem(other)
+                    .unwrap_or_else(|| format!("expected a whole number, got {}", describe(other)));
+                ctx.problem(p, problem);
                 None
             }
         },
@@ -422,13 +452,13 @@ pub fn convert_value(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Optio
                     None
                 }
                 None => {
-                    ctx.problem(
-                        p,
+                    let problem = range_problem(value).unwrap_or_else(|| {
                         format!(
                             "expected a whole number or unlimited, got {}",
                             describe(value)
-                        ),
-                    );
+                        )
+                    });
+                    ctx.problem(p, problem);
                     None
                 }
             }
@@ -438,8 +468,10 @@ pub fn convert_value(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Optio
                 Ok(-1)
             } else {
                 match value {
-                    Value::Number(_) => as_int(value)
-                        .ok_or_else(|| format!("{value} is not a whole number of bytes")),
+                    Value::Number(_) => as_int(value).ok_or_else(|| {
+                        range_problem(value)
+                            .unwrap_or_else(|| format!("{value} is not a whole number of bytes"))
+                    }),
                     Value::String(s) => parse_size(s),
                     other => Err(format!(
                         "expected a size (like 512KB, 1GB) or bytes, got {}",
@@ -691,7 +723,9 @@ pub fn convert_value(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Optio
 fn duration_of(value: &Value) -> Result<i64, String> {
     match value {
         Value::Number(n) => n.as_i64().ok_or_else(|| {
-            format!("{n} is not a whole number of nanoseconds; write a duration like 30s")
+            range_problem(value).unwrap_or_else(|| {
+                format!("{n} is not a whole number of nanoseconds; write a duration like 30s")
+            })
         }),
         Value::String(s) => parse_duration(s),
         other => Err(format!(

@@ -14,32 +14,12 @@ use super::units::{format_duration, NS_PER_SEC};
 use super::{ConsumerSpec, StreamSpec};
 use crate::subjects::{self, collide};
 
-const MAX_NAME_LEN: usize = 255;
 const MAX_DESCRIPTION_LEN: usize = 4 * 1024;
 const MAX_METADATA_LEN: usize = 128 * 1024;
 const MAX_REPLICAS: i64 = 5;
 
 /// Why `name` can not name a stream or consumer, if it can not.
-pub fn name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("a name can not be empty".into());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Some(format!(
-            "the name is {} characters long; at most {MAX_NAME_LEN} are allowed",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '\\' | '/'))
-    {
-        return Some(format!(
-            "{name:?} contains {c:?}: names can not contain whitespace, '.', '*', '>', '\\' or '/' (try '_' or '-')"
-        ));
-    }
-    None
-}
+pub use crate::names::name_problem;
 
 pub fn validate(ctx: &mut Ctx, streams: &[StreamSpec]) {
     for s in streams {

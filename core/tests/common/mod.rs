@@ -89,6 +89,15 @@ impl Drop for Server {
 }
 
 /// A raw `$JS.API` request; the answer as JSON (errors included, not raised).
+/// The JetStream API of a plain test client (no domain, no permission watch).
+pub fn js(client: &async_nats::Client) -> natsbus_core::client::jsapi::JetStream {
+    natsbus_core::client::jsapi::JetStream::new(
+        client.clone(),
+        natsbus_core::client::ConnEvents::new(),
+        None,
+    )
+}
+
 pub async fn api(client: &async_nats::Client, subject: &str, body: Value) -> Value {
     let payload = if body.is_null() {
         Vec::new()
