@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
 
+use natsbus_core::client::events::{Denied, Violation};
 use natsbus_core::client::publish::{
     ack_timeout, lost_before_ack, parse_pub_ack, DEFAULT_PUBLISH_TIMEOUT,
 };
-use natsbus_core::client::events::{Denied, Violation};
 use natsbus_core::client::wire::{self, ServerInfo, ServerOp};
 use natsbus_core::client::{ConnectConfig, OutboundMessage, PubAck as CorePubAck, Publisher};
 use natsbus_core::{Error, ErrorKind};
@@ -641,8 +641,8 @@ impl DirectConn {
                             }
                             g.refusal = Some(e);
                             close = true;
-                        } else if let Some(v) = Violation::parse(&text)
-                            .filter(|v| v.denied == Denied::Publish)
+                        } else if let Some(v) =
+                            Violation::parse(&text).filter(|v| v.denied == Denied::Publish)
                         {
                             // The server refuses in order: the oldest publish
                             // to this subject still waiting is the one.
