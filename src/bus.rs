@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::PyTypeInfo;
 
 use async_nats::Subject;
 use natsbus_core::client::consume::{AckKind, InboundMessage, Inbox, SubscriptionPump};
@@ -1150,7 +1151,7 @@ impl Deliver for ManyAcks {
             "{failed} of {total} publishes failed: {}{more}",
             summary.join("; ")
         );
-        let exc = crate::errors::class(py, "BatchPublishError").call1((msg,))?;
+        let exc = crate::errors::BatchPublishError::type_object(py).call1((msg,))?;
         exc.setattr("acks", acks)?;
         exc.setattr("errors", errors)?;
         Err(PyErr::from_value(exc))

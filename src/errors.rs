@@ -1,161 +1,109 @@
-//! The Python exception hierarchy, defined once.
+//! Raising natsbus's exceptions from Rust.
 //!
-//! [`EXCEPTIONS`] is the single table of classes, bases and docs; the classes
-//! are created from it when the module loads, and [`to_pyerr`] maps each core
-//! [`ErrorKind`] to one of them. The `.pyi` stub mirrors this table and
-//! `mypy.stubtest` checks that they agree.
+//! The classes are defined once, in Python (`python/natsbus/errors.py`),
+//! and imported here; [`class_for`] is the one exhaustive match from the
+//! core's [`ErrorKind`] to them, so a new kind without a class does not
+//! compile. [`check_classes`] resolves every one at module load, so a class
+//! missing from `errors.py` fails the import instead of a later raise.
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use pyo3::types::{PyList, PyType};
+use pyo3::PyTypeInfo;
 
-use natsbus_core::{Error, ErrorKind};
+use natsbus_core::{Detail, Error, ErrorKind};
 
 use crate::codec::json_to_py;
 
-struct ExceptionSpec {
-    name: &'static str,
-    /// Names of bases: earlier entries of this table, or builtins.
-    bases: &'static [&'static str],
-    doc: &'static str,
-    /// Attributes with their class-level default (`None` or an empty list).
-    attrs: &'static [(&'static str, Default)],
+/// The classes of `natsbus.errors`.
+mod py {
+    pyo3::import_exception!(natsbus.errors, NatsbusError);
+    pyo3::import_exception!(natsbus.errors, ConnectError);
+    pyo3::import_exception!(natsbus.errors, AuthError);
+    pyo3::import_exception!(natsbus.errors, TimeoutError);
+    pyo3::import_exception!(natsbus.errors, ClosedError);
+    pyo3::import_exception!(natsbus.errors, InvalidArgumentError);
+    pyo3::import_exception!(natsbus.errors, EncodeError);
+    pyo3::import_exception!(natsbus.errors, DecodeError);
+    pyo3::import_exception!(natsbus.errors, TopologyError);
+    pyo3::import_exception!(natsbus.errors, ApplyError);
+    pyo3::import_exception!(natsbus.errors, DriftError);
+    pyo3::import_exception!(natsbus.errors, JetStreamError);
+    pyo3::import_exception!(natsbus.errors, StreamNotFoundError);
+    pyo3::import_exception!(natsbus.errors, ConsumerNotFoundError);
+    pyo3::import_exception!(natsbus.errors, ExpectationError);
+    pyo3::import_exception!(natsbus.errors, NoRespondersError);
+    pyo3::import_exception!(natsbus.errors, NoStreamError);
+    pyo3::import_exception!(natsbus.errors, StreamUnavailableError);
+    pyo3::import_exception!(natsbus.errors, BatchPublishError);
 }
 
-#[derive(Clone, Copy)]
-enum Default {
-    None,
-    EmptyList,
-}
+pub use py::BatchPublishError;
 
-const EXCEPTIONS: &[ExceptionSpec] = &[
-    ExceptionSpec { name: "NatsbusError", bases: &["Exception"], doc: "Base class of every error natsbus raises.", attrs: &[] },
-    ExceptionSpec { name: "ConnectError", bases: &["NatsbusError", "ConnectionError"], doc: "No server could be reached, or the connection is gone for good.", attrs: &[] },
-    ExceptionSpec { name: "AuthError", bases: &["ConnectError"], doc: "The server rejected the credentials.", attrs: &[] },
-    ExceptionSpec { name: "TimeoutError", bases: &["NatsbusError", "TimeoutError", "asyncio.TimeoutError"], doc: "An operation did not finish in time (also the builtin TimeoutError and asyncio.TimeoutError).", attrs: &[] },
-    ExceptionSpec { name: "ClosedError", bases: &["NatsbusError"], doc: "The bus or consumer was closed.", attrs: &[] },
-    ExceptionSpec { name: "InvalidArgumentError", bases: &["NatsbusError", "ValueError"], doc: "An argument is unusable (bad subject, bad name, negative timeout...).", attrs: &[] },
-    ExceptionSpec { name: "EncodeError", bases: &["NatsbusError", "TypeError"], doc: "An object could not be encoded as a payload.", attrs: &[] },
-    ExceptionSpec { name: "DecodeError", bases: &["NatsbusError", "ValueError"], doc: "A payload did not decode (as JSON, or into the model). `.subject` and `.seq` name the message.", attrs: &[("subject", Default::None), ("seq", Default::None)] },
-    ExceptionSpec { name: "TopologyError", bases: &["NatsbusError", "ValueError"], doc: "A topology failed offline validation; `.problems` lists every problem.", attrs: &[("problems", Default::EmptyList)] },
-    ExceptionSpec { name: "ApplyError", bases: &["NatsbusError"], doc: "The server refused a change, or a change is blocked; `.plan` holds the plan.", attrs: &[("plan", Default::None), ("err_code", Default::None), ("description", Default::None)] },
-    ExceptionSpec { name: "DriftError", bases: &["NatsbusError"], doc: "The live server differs from the topology; `.plan` holds the differences.", attrs: &[("plan", Default::None)] },
-    ExceptionSpec { name: "JetStreamError", bases: &["NatsbusError"], doc: "The JetStream API answered with an error; `.err_code` and `.description` are the server's.", attrs: &[("err_code", Default::None), ("description", Default::None)] },
-    ExceptionSpec { name: "StreamNotFoundError", bases: &["JetStreamError"], doc: "The stream does not exist.", attrs: &[] },
-    ExceptionSpec { name: "ConsumerNotFoundError", bases: &["JetStreamError"], doc: "The consumer does not exist.", attrs: &[] },
-    ExceptionSpec { name: "ExpectationError", bases: &["JetStreamError"], doc: "A publish expectation failed (wrong last sequence, last msg id or stream).", attrs: &[] },
-    ExceptionSpec { name: "NoRespondersError", bases: &["NatsbusError"], doc: "Nothing is listening on the subject of a request.", attrs: &[] },
-    ExceptionSpec { name: "NoStreamError", bases: &["NoRespondersError"], doc: "No stream captures the subject of a publish.", attrs: &[] },
-    ExceptionSpec { name: "StreamUnavailableError", bases: &["TimeoutError"], doc: "A stream captures the subject of a publish but did not answer within its timeout (no leader: an election, a restart, a lame-duck hand-over); the publish was retried until then.", attrs: &[] },
-    ExceptionSpec { name: "BatchPublishError", bases: &["NatsbusError"], doc: "Some messages of publish_many failed; `.acks` has a PubAck or None per input, `.errors` maps input index to its error.", attrs: &[("acks", Default::EmptyList), ("errors", Default::None)] },
-];
-
-static CLASSES: PyOnceLock<Vec<Py<PyType>>> = PyOnceLock::new();
-
-fn create_classes(py: Python<'_>) -> PyResult<Vec<Py<PyType>>> {
-    let builtins = py.import("builtins")?;
-    let type_ = builtins.getattr("type")?;
-    let mut made: Vec<Py<PyType>> = Vec::with_capacity(EXCEPTIONS.len());
-    for spec in EXCEPTIONS {
-        let mut bases = Vec::with_capacity(spec.bases.len());
-        for base in spec.bases {
-            // Our own classes shadow builtins of the same name (TimeoutError).
-            let ours = EXCEPTIONS[..made.len()]
-                .iter()
-                .position(|s| s.name == *base);
-            let cls = match (ours, base.split_once('.')) {
-                (Some(i), _) if *base != spec.name => made[i].bind(py).clone().into_any(),
-                (_, Some((module, name))) => py.import(module)?.getattr(name)?,
-                _ => builtins.getattr(*base)?,
-            };
-            // asyncio.TimeoutError is the builtin TimeoutError from 3.11 on.
-            if !bases.iter().any(|b: &Bound<'_, PyAny>| b.is(&cls)) {
-                bases.push(cls);
-            }
-        }
-        let ns = PyDict::new(py);
-        ns.set_item("__module__", "natsbus")?;
-        ns.set_item("__doc__", spec.doc)?;
-        for (attr, default) in spec.attrs {
-            match default {
-                Default::None => ns.set_item(attr, py.None())?,
-                Default::EmptyList => ns.set_item(attr, PyTuple::empty(py))?,
-            }
-        }
-        let cls = type_.call1((spec.name, PyTuple::new(py, bases)?, ns))?;
-        made.push(cls.cast_into::<PyType>()?.unbind());
-    }
-    Ok(made)
-}
-
-fn classes(py: Python<'_>) -> &Vec<Py<PyType>> {
-    CLASSES
-        .get_or_try_init(py, || create_classes(py))
-        .expect("creating natsbus exception classes cannot fail")
-}
-
-/// The class called `name` from the table.
-pub fn class<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyType> {
-    let i = EXCEPTIONS.iter().position(|s| s.name == name).unwrap_or(0);
-    classes(py)[i].bind(py).clone()
-}
-
-/// Add every exception class to the module.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    CLASSES.get_or_try_init(py, || create_classes(py))?;
-    for (spec, cls) in EXCEPTIONS.iter().zip(classes(py)) {
-        m.add(spec.name, cls.bind(py))?;
-    }
-    Ok(())
-}
-
-fn class_for(kind: ErrorKind) -> &'static str {
+/// The exception class users catch for `kind`.
+fn class_for(py: Python<'_>, kind: ErrorKind) -> Bound<'_, PyType> {
     match kind {
-        ErrorKind::Connect => "ConnectError",
-        ErrorKind::Auth => "AuthError",
-        ErrorKind::Timeout => "TimeoutError",
-        ErrorKind::Closed => "ClosedError",
-        ErrorKind::InvalidArgument => "InvalidArgumentError",
-        ErrorKind::Encode => "EncodeError",
-        ErrorKind::Decode => "DecodeError",
-        ErrorKind::Topology => "TopologyError",
-        ErrorKind::Apply => "ApplyError",
-        ErrorKind::Drift => "DriftError",
-        ErrorKind::JetStream => "JetStreamError",
-        ErrorKind::NoResponders => "NoRespondersError",
-        ErrorKind::NoStream => "NoStreamError",
-        ErrorKind::StreamUnavailable => "StreamUnavailableError",
-        ErrorKind::StreamNotFound => "StreamNotFoundError",
-        ErrorKind::ConsumerNotFound => "ConsumerNotFoundError",
-        ErrorKind::Expectation => "ExpectationError",
-        ErrorKind::Internal => "NatsbusError",
+        ErrorKind::Connect => py::ConnectError::type_object(py),
+        ErrorKind::Auth => py::AuthError::type_object(py),
+        ErrorKind::Timeout => py::TimeoutError::type_object(py),
+        ErrorKind::Closed => py::ClosedError::type_object(py),
+        ErrorKind::InvalidArgument => py::InvalidArgumentError::type_object(py),
+        ErrorKind::Encode => py::EncodeError::type_object(py),
+        ErrorKind::Decode => py::DecodeError::type_object(py),
+        ErrorKind::Topology => py::TopologyError::type_object(py),
+        ErrorKind::Apply => py::ApplyError::type_object(py),
+        ErrorKind::Drift => py::DriftError::type_object(py),
+        ErrorKind::JetStream => py::JetStreamError::type_object(py),
+        ErrorKind::NoResponders => py::NoRespondersError::type_object(py),
+        ErrorKind::NoStream => py::NoStreamError::type_object(py),
+        ErrorKind::StreamUnavailable => py::StreamUnavailableError::type_object(py),
+        ErrorKind::StreamNotFound => py::StreamNotFoundError::type_object(py),
+        ErrorKind::ConsumerNotFound => py::ConsumerNotFoundError::type_object(py),
+        ErrorKind::Expectation => py::ExpectationError::type_object(py),
+        ErrorKind::Internal => py::NatsbusError::type_object(py),
     }
+}
+
+/// Import `natsbus.errors` and resolve the class of every kind (and the
+/// batch error), so that a class missing there fails the module import.
+pub fn check_classes(py: Python<'_>) -> PyResult<()> {
+    let errors = py.import("natsbus.errors")?;
+    for kind in ErrorKind::ALL {
+        let name = class_for(py, *kind).name()?;
+        errors.getattr(name)?;
+    }
+    errors.getattr(BatchPublishError::type_object(py).name()?)?;
+    Ok(())
 }
 
 /// Build the Python exception instance for a core error.
 pub fn to_pyobj<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
-    let cls = class(py, class_for(e.kind));
-    let exc = cls.call1((e.message.as_str(),))?;
-    if let Some(api) = &e.api {
+    let exc = class_for(py, e.kind).call1((e.message.as_str(),))?;
+    let set_api = |api: &natsbus_core::ApiError| -> PyResult<()> {
         exc.setattr("err_code", api.err_code)?;
-        exc.setattr("description", api.description.as_str())?;
-    }
-    if !e.problems.is_empty() {
-        let problems = PyList::empty(py);
-        for p in &e.problems {
-            problems.append(problem_to_py(py, p)?)?;
+        exc.setattr("description", api.description.as_str())
+    };
+    match e.detail.as_deref() {
+        None => {}
+        Some(Detail::Api(api)) => set_api(api)?,
+        Some(Detail::Problems(problems)) => {
+            let list = PyList::empty(py);
+            for p in problems {
+                list.append(problem_to_py(py, p)?)?;
+            }
+            exc.setattr("problems", list)?;
         }
-        exc.setattr("problems", problems)?;
-    }
-    if let Some(plan) = &e.plan {
-        exc.setattr("plan", plan_to_py(py, plan)?)?;
-    }
-    if let Some(s) = &e.subject {
-        exc.setattr("subject", s.as_str())?;
-    }
-    if let Some(seq) = e.seq {
-        exc.setattr("seq", seq)?;
+        Some(Detail::Plan { plan, api }) => {
+            exc.setattr("plan", plan_to_py(py, plan)?)?;
+            if let Some(api) = api {
+                set_api(api)?;
+            }
+        }
+        Some(Detail::Message { subject, seq }) => {
+            exc.setattr("subject", subject.as_str())?;
+            if let Some(seq) = seq {
+                exc.setattr("seq", *seq)?;
+            }
+        }
     }
     Ok(exc)
 }

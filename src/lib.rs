@@ -12,6 +12,7 @@ mod codec;
 mod direct;
 mod errors;
 mod message;
+mod rules;
 mod runtime;
 mod topology;
 
@@ -35,7 +36,7 @@ fn _panic_in_runtime(
 #[pymodule]
 fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::configure();
-    errors::register(m)?;
+    errors::check_classes(m.py())?;
     m.add_class::<bus::Bus>()?;
     m.add_class::<bus::PubAck>()?;
     m.add_class::<bus::Health>()?;
@@ -48,6 +49,8 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bus::connect, m)?)?;
     m.add_function(wrap_pyfunction!(codec::_encode, m)?)?;
     m.add_function(wrap_pyfunction!(codec::_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(rules::parse_duration, m)?)?;
+    m.add_function(wrap_pyfunction!(rules::redact_url, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_in_runtime, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -340,11 +340,7 @@ impl Message {
 
 fn decode_err(subject: &str, seq: u64, msg: String) -> PyErr {
     Python::attach(|py| {
-        let mut e = Error::new(ErrorKind::Decode, msg);
-        e.subject = Some(subject.to_string());
-        if seq > 0 {
-            e.seq = Some(seq);
-        }
+        let e = Error::new(ErrorKind::Decode, msg).with_message(subject, (seq > 0).then_some(seq));
         crate::errors::to_pyerr(py, &e)
     })
 }

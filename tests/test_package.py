@@ -37,6 +37,31 @@ def test_error_hierarchy() -> None:
     assert issubclass(natsbus.NoStreamError, natsbus.NoRespondersError)
     e = natsbus.JetStreamError("x")
     assert e.err_code is None and e.description is None
+    assert issubclass(natsbus.StreamUnavailableError, natsbus.TimeoutError)
+
+
+def test_errors_are_defined_once_in_python_and_raised_from_rust() -> None:
+    import natsbus.errors
+
+    for name in natsbus.errors.__all__:
+        cls = getattr(natsbus.errors, name)
+        assert getattr(natsbus, name) is cls, name
+        assert cls.__doc__ and len(cls.__doc__) > 20, name
+    # what the extension raises is that class, with its detail attached
+    try:
+        natsbus.Topology.from_text("streams:\n  S:\n    subjects: [a]\n    max_agee: 1s\n")
+    except natsbus.errors.TopologyError as exc:
+        assert type(exc) is natsbus.errors.TopologyError
+        assert [p.field for p in exc.problems] == ["streams.S.max_agee"]
+        assert exc.problems[0].line == 4
+    else:
+        raise AssertionError("expected TopologyError")
+    try:
+        natsbus._natsbus._decode(b"{not json")
+    except natsbus.errors.DecodeError as exc:
+        assert type(exc) is natsbus.errors.DecodeError and exc.subject is None
+    else:
+        raise AssertionError("expected DecodeError")
 
 
 def test_public_names_are_exported() -> None:

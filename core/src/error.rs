@@ -49,6 +49,55 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// Every kind, for checks that each has its exception class.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::Connect,
+        ErrorKind::Auth,
+        ErrorKind::Timeout,
+        ErrorKind::Closed,
+        ErrorKind::InvalidArgument,
+        ErrorKind::Encode,
+        ErrorKind::Decode,
+        ErrorKind::Topology,
+        ErrorKind::Apply,
+        ErrorKind::Drift,
+        ErrorKind::JetStream,
+        ErrorKind::NoResponders,
+        ErrorKind::NoStream,
+        ErrorKind::StreamUnavailable,
+        ErrorKind::StreamNotFound,
+        ErrorKind::ConsumerNotFound,
+        ErrorKind::Expectation,
+        ErrorKind::Internal,
+    ];
+
+    /// Where this kind sits in [`ErrorKind::ALL`] (an exhaustive match: a
+    /// new kind must be placed, and the test below checks the list).
+    pub fn index(self) -> usize {
+        match self {
+            ErrorKind::Connect => 0,
+            ErrorKind::Auth => 1,
+            ErrorKind::Timeout => 2,
+            ErrorKind::Closed => 3,
+            ErrorKind::InvalidArgument => 4,
+            ErrorKind::Encode => 5,
+            ErrorKind::Decode => 6,
+            ErrorKind::Topology => 7,
+            ErrorKind::Apply => 8,
+            ErrorKind::Drift => 9,
+            ErrorKind::JetStream => 10,
+            ErrorKind::NoResponders => 11,
+            ErrorKind::NoStream => 12,
+            ErrorKind::StreamUnavailable => 13,
+            ErrorKind::StreamNotFound => 14,
+            ErrorKind::ConsumerNotFound => 15,
+            ErrorKind::Expectation => 16,
+            ErrorKind::Internal => 17,
+        }
+    }
+}
+
 /// The error block of a JetStream API response.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct ApiError {
@@ -105,21 +154,31 @@ impl fmt::Display for Problem {
     }
 }
 
-/// A natsbus error: a kind, a message meant for humans, and details.
+/// What an error carries beyond its message, by kind of error.
+#[derive(Debug, Clone)]
+pub enum Detail {
+    /// The server answered with a JetStream API error.
+    Api(ApiError),
+    /// [`ErrorKind::Topology`]: every problem found.
+    Problems(Vec<Problem>),
+    /// [`ErrorKind::Apply`] / [`ErrorKind::Drift`]: the plan (its dict
+    /// form), and the server's error when it refused a change.
+    Plan {
+        plan: serde_json::Value,
+        api: Option<ApiError>,
+    },
+    /// [`ErrorKind::Decode`]: the message that did not decode.
+    Message { subject: String, seq: Option<u64> },
+}
+
+/// A natsbus error: a kind, a message meant for humans, and what else the
+/// kind carries.
 #[derive(Debug, Clone)]
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
-    /// Set when the server answered with an API error. (Boxed, like the
-    /// plan, to keep `Result<T, Error>` small on every hot path.)
-    pub api: Option<Box<ApiError>>,
-    /// Set for [`ErrorKind::Topology`]: every problem found.
-    pub problems: Vec<Problem>,
-    /// Set for [`ErrorKind::Apply`] / [`ErrorKind::Drift`]: the plan, as its dict form.
-    pub plan: Option<Box<serde_json::Value>>,
-    /// Set for [`ErrorKind::Decode`]: subject and stream sequence of the message.
-    pub subject: Option<String>,
-    pub seq: Option<u64>,
+    /// Boxed to keep `Result<T, Error>` small on every hot path.
+    pub detail: Option<Box<Detail>>,
 }
 
 impl Error {
@@ -127,20 +186,44 @@ impl Error {
         Error {
             kind,
             message: message.into(),
-            api: None,
-            problems: Vec::new(),
-            plan: None,
-            subject: None,
-            seq: None,
+            detail: None,
         }
+    }
+
+    fn with_detail(mut self, detail: Detail) -> Self {
+        self.detail = Some(Box::new(detail));
+        self
     }
 
     /// An error from a JetStream API response; `context` says what we were doing.
     pub fn api(context: impl fmt::Display, api: ApiError) -> Self {
         let message = format!("{context}: {} (err_code {})", api.description, api.err_code);
-        let mut e = Error::new(api.kind(), message);
-        e.api = Some(Box::new(api));
-        e
+        Error::new(api.kind(), message).with_detail(Detail::Api(api))
+    }
+
+    /// The server's API error, when the server refused.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self.detail.as_deref() {
+            Some(Detail::Api(api)) => Some(api),
+            Some(Detail::Plan { api, .. }) => api.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Every problem of a topology error (empty for other errors).
+    pub fn problems(&self) -> &[Problem] {
+        match self.detail.as_deref() {
+            Some(Detail::Problems(p)) => p,
+            _ => &[],
+        }
+    }
+
+    /// The plan an apply or drift error carries.
+    pub fn plan(&self) -> Option<&serde_json::Value> {
+        match self.detail.as_deref() {
+            Some(Detail::Plan { plan, .. }) => Some(plan),
+            _ => None,
+        }
     }
 
     pub fn timeout(what: impl fmt::Display) -> Self {
@@ -181,14 +264,21 @@ impl Error {
             message.push_str("\n  ");
             message.push_str(&p.to_string());
         }
-        let mut e = Error::new(ErrorKind::Topology, message);
-        e.problems = problems;
-        e
+        Error::new(ErrorKind::Topology, message).with_detail(Detail::Problems(problems))
     }
 
-    pub fn with_plan(mut self, plan: serde_json::Value) -> Self {
-        self.plan = Some(Box::new(plan));
-        self
+    /// Attach the plan (keeping the server's API error, if any).
+    pub fn with_plan(self, plan: serde_json::Value) -> Self {
+        let api = self.api_error().cloned();
+        self.with_detail(Detail::Plan { plan, api })
+    }
+
+    /// Name the message a decode error is about.
+    pub fn with_message(self, subject: impl Into<String>, seq: Option<u64>) -> Self {
+        self.with_detail(Detail::Message {
+            subject: subject.into(),
+            seq,
+        })
     }
 }
 
@@ -201,3 +291,39 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn details_travel_with_the_error() {
+        let api = ApiError {
+            code: 400,
+            err_code: 10058,
+            description: "stream name already in use".into(),
+        };
+        let e = Error::api("create stream", api.clone());
+        assert_eq!(e.api_error(), Some(&api));
+        let e = e.with_plan(serde_json::json!({"pending": true}));
+        assert_eq!(
+            e.api_error(),
+            Some(&api),
+            "the plan keeps the server's error"
+        );
+        assert_eq!(e.plan().unwrap()["pending"], true);
+        assert!(e.problems().is_empty());
+        let e = Error::new(ErrorKind::Decode, "bad").with_message("a.b", Some(3));
+        assert!(matches!(
+            e.detail.as_deref(),
+            Some(Detail::Message { seq: Some(3), .. })
+        ));
+    }
+}

@@ -15,4 +15,4 @@ pub mod names;
 pub mod subjects;
 pub mod topology;
 
-pub use error::{ApiError, Error, ErrorKind, Problem, Result};
+pub use error::{ApiError, Detail, Error, ErrorKind, Problem, Result};

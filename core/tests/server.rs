@@ -282,7 +282,7 @@ async fn storage_change_is_blocked_and_data_untouched() {
             e.message.contains("LOGS") && e.message.contains("storage"),
             "{e}"
         );
-        let plan = e.plan.expect("the error carries the plan");
+        let plan = e.plan().cloned().expect("the error carries the plan");
         let logs = plan["changes"]
             .as_array()
             .unwrap()
@@ -348,7 +348,7 @@ async fn max_age_change_is_applied_in_place() {
     let e = verify(&js(&client), &t1).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Drift);
     assert!(e.message.contains("max_age"), "{e}");
-    assert_eq!(e.plan.unwrap()["pending"], true);
+    assert_eq!(e.plan().unwrap()["pending"], true);
 }
 
 #[tokio::test]

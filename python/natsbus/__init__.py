@@ -19,10 +19,18 @@ from __future__ import annotations
 from ._connect import TLS, Connecting, connect
 from ._consumer import Consumer, Service
 from ._natsbus import (
+    Bus,
+    Health,
+    Message,
+    PubAck,
+    Topology,
+    __version__,
+)
+from ._types import Change, Plan, Problem
+from .errors import (
     ApplyError,
     AuthError,
     BatchPublishError,
-    Bus,
     ClosedError,
     ConnectError,
     ConsumerNotFoundError,
@@ -30,22 +38,16 @@ from ._natsbus import (
     DriftError,
     EncodeError,
     ExpectationError,
-    Health,
     InvalidArgumentError,
     JetStreamError,
-    Message,
     NatsbusError,
     NoRespondersError,
     NoStreamError,
-    PubAck,
     StreamNotFoundError,
     StreamUnavailableError,
     TimeoutError,
-    Topology,
     TopologyError,
-    __version__,
 )
-from ._types import Change, Plan, Problem
 
 __all__ = [
     "TLS",

@@ -7,7 +7,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from . import _natsbus
+from . import _natsbus, errors
 
 if TYPE_CHECKING:
     from ._natsbus import Bus
@@ -31,10 +31,6 @@ class TLS:
     key: Optional[PathLike] = None
     handshake_first: bool = False
 
-    def __post_init__(self) -> None:
-        if (self.cert is None) != (self.key is None):
-            raise _natsbus.InvalidArgumentError("TLS client authentication needs both cert and key")
-
 
 def _servers(servers: Union[str, Sequence[str], None]) -> list[str]:
     if servers is None:
@@ -44,7 +40,7 @@ def _servers(servers: Union[str, Sequence[str], None]) -> list[str]:
     else:
         out = [str(s).strip() for s in servers if str(s).strip()]
     if not out:
-        raise _natsbus.InvalidArgumentError("no server given: pass a URL or set $NATS_URL")
+        raise errors.InvalidArgumentError("no server given: pass a URL or set $NATS_URL")
     return out
 
 

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from ._natsbus import ClosedError, InvalidArgumentError, Message
+from ._natsbus import Message
+from .errors import ClosedError, InvalidArgumentError
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 """The default byte bound of a consumer's prefetch (8 MiB)."""

@@ -18,6 +18,7 @@ import ssl
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import _natsbus
+from .errors import AuthError, ConnectError
 
 if TYPE_CHECKING:
     from ._natsbus import Bus, DirectConn
@@ -48,7 +49,7 @@ def _parse_url(url: str) -> Optional[tuple[str, int]]:
 
 
 def _refused_for_good(e: Exception) -> bool:
-    return isinstance(e, _natsbus.AuthError) or "connections exceeded" in str(e)
+    return isinstance(e, AuthError) or "connections exceeded" in str(e)
 
 
 class _Protocol(_natsbus.DirectConn, asyncio.BufferedProtocol):
@@ -96,7 +97,7 @@ class _Keeper:
                     transport, conn, self.ssl_context(), server_hostname=host
                 )
                 if tls_transport is None:
-                    raise _natsbus.ConnectError("TLS upgrade of the publish connection failed")
+                    raise ConnectError("TLS upgrade of the publish connection failed")
                 conn.set_transport(tls_transport)
                 transport = tls_transport
             await conn.handshake(bool(use_tls))
@@ -119,16 +120,16 @@ class _Keeper:
         for host, port, tls_scheme in self.candidates():
             try:
                 conn = await asyncio.wait_for(self.open_one(host, port, tls_scheme), self.timeout)
-            except _natsbus.AuthError:
+            except AuthError:
                 raise
-            except (OSError, asyncio.TimeoutError, ssl.SSLError, _natsbus.ConnectError) as e:
+            except (OSError, asyncio.TimeoutError, ssl.SSLError, ConnectError) as e:
                 errors.append(f"{host}:{port}: {e or type(e).__name__}")
                 continue
             self.discovered = list(conn.connect_urls)
             # Keep the server that worked first in line for the next time.
             self.targets.sort(key=lambda t: (t[0], t[1]) != (host, port))
             return conn
-        raise _natsbus.ConnectError("; ".join(errors) or "no server to open it on")
+        raise ConnectError("; ".join(errors) or "no server to open it on")
 
     async def run(self, first: asyncio.Future[None]) -> None:
         delay = FIRST_DELAY

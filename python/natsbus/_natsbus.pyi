@@ -1,102 +1,37 @@
 """Type stubs for the natsbus Rust extension (checked by mypy.stubtest)."""
 
 import asyncio
-import builtins
 import os
-import sys
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, Optional, Union, final
 
 from typing_extensions import Self, disjoint_base
 
 from ._consumer import Consumer, Service
-from ._types import Plan, Problem
+from ._types import Plan
 
 __all__ = [
-    "ApplyError",
-    "AuthError",
-    "BatchPublishError",
     "Bus",
-    "ClosedError",
-    "ConnectError",
-    "ConsumerNotFoundError",
-    "DecodeError",
     "DirectConn",
     "DrainCallback",
-    "DriftError",
-    "EncodeError",
-    "ExpectationError",
     "Health",
-    "InvalidArgumentError",
-    "JetStreamError",
     "Message",
     "MessageSource",
-    "NatsbusError",
-    "NoRespondersError",
-    "NoStreamError",
     "PubAck",
     "Ready",
-    "StreamNotFoundError",
-    "StreamUnavailableError",
-    "TimeoutError",
     "Topology",
-    "TopologyError",
     "__version__",
     "_decode",
     "_encode",
     "_panic_in_runtime",
     "connect",
+    "parse_duration",
+    "redact_url",
 ]
 
 __version__: str
 
 _Headers = Mapping[str, Union[str, Sequence[str]]]
-
-# --- errors (one table in src/errors.rs) ---------------------------------
-class NatsbusError(Exception): ...
-class ConnectError(NatsbusError, ConnectionError): ...
-class AuthError(ConnectError): ...
-
-if sys.version_info >= (3, 11):
-    # asyncio.TimeoutError is the builtin TimeoutError from 3.11 on.
-    class TimeoutError(NatsbusError, builtins.TimeoutError): ...
-
-else:
-    class TimeoutError(NatsbusError, builtins.TimeoutError, asyncio.TimeoutError): ...
-
-class ClosedError(NatsbusError): ...
-class InvalidArgumentError(NatsbusError, ValueError): ...
-class EncodeError(NatsbusError, TypeError): ...
-
-class DecodeError(NatsbusError, ValueError):
-    subject: Optional[str]
-    seq: Optional[int]
-
-class TopologyError(NatsbusError, ValueError):
-    problems: Sequence[Problem]
-
-class ApplyError(NatsbusError):
-    plan: Optional[Plan]
-    err_code: Optional[int]
-    description: Optional[str]
-
-class DriftError(NatsbusError):
-    plan: Optional[Plan]
-
-class JetStreamError(NatsbusError):
-    err_code: Optional[int]
-    description: Optional[str]
-
-class StreamNotFoundError(JetStreamError): ...
-class ConsumerNotFoundError(JetStreamError): ...
-class ExpectationError(JetStreamError): ...
-class NoRespondersError(NatsbusError): ...
-class NoStreamError(NoRespondersError): ...
-class StreamUnavailableError(TimeoutError): ...
-
-class BatchPublishError(NatsbusError):
-    acks: Sequence[Optional[PubAck]]
-    errors: Optional[dict[int, NatsbusError]]
 
 # --- awaitables ---------------------------------------------------------
 @final
@@ -390,3 +325,10 @@ def _decode(payload: bytes) -> Any:
 
 def _panic_in_runtime(bus: Bus, message: str) -> Awaitable[None]:
     """For tests: work on the runtime that panics with ``message``."""
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration with units, as a topology file writes them
+    (``500ms``, ``30s``, ``2m``, ``1h30m``, ``7d``, ``1w``)."""
+
+def redact_url(url: str) -> str:
+    """``url`` (or a comma-separated list) with passwords and tokens as ``***``."""

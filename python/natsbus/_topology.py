@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._natsbus import InvalidArgumentError, Topology
+from ._natsbus import Topology
+from .errors import InvalidArgumentError
 
 
 def as_topology(obj: Any) -> Topology:

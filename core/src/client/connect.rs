@@ -103,8 +103,17 @@ impl ConnectConfig {
         self.inbox_prefix.as_deref().unwrap_or("_INBOX")
     }
 
-    /// Check the inbox prefix and domain before connecting.
+    /// Check the settings that need no server (inbox prefix, domain, the
+    /// TLS certificate and key) before connecting.
     pub fn check(&self) -> Result<()> {
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(Error::invalid(
+                    "TLS client authentication needs both a certificate and its key \
+                     (TLS(cert=..., key=...); on the command line --tls-cert with --tls-key)",
+                ));
+            }
+        }
         if let Some(p) = &self.inbox_prefix {
             if p.is_empty()
                 || p.ends_with('.')
@@ -250,18 +259,11 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
             check_file("TLS CA", ca)?;
             opts = opts.add_root_certificates(ca.clone());
         }
-        match (&tls.cert, &tls.key) {
-            (Some(cert), Some(key)) => {
-                check_file("TLS certificate", cert)?;
-                check_file("TLS key", key)?;
-                opts = opts.add_client_certificate(cert.clone(), key.clone());
-            }
-            (None, None) => {}
-            _ => {
-                return Err(Error::invalid(
-                    "TLS client authentication needs both cert and key",
-                ))
-            }
+        // A certificate without its key was refused by `check`.
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            check_file("TLS certificate", cert)?;
+            check_file("TLS key", key)?;
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
         }
         if tls.handshake_first {
             opts = opts.tls_first();

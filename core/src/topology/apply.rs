@@ -146,7 +146,7 @@ async fn api(js: &JetStream, subject: &str, body: &Value) -> Result<Value> {
 }
 
 fn err_code(e: &Error) -> Option<u16> {
-    e.api.as_ref().map(|a| a.err_code)
+    e.api_error().map(|a| a.err_code)
 }
 
 /// Page through a list API (`offset`/`total`), collecting the `key` arrays.
@@ -258,7 +258,7 @@ fn refusal(plan: &Plan, allow_destructive: bool) -> Option<Error> {
 }
 
 fn apply_error(mut e: Error, what: &str, plan: &Plan) -> Error {
-    if e.api.is_some() {
+    if e.api_error().is_some() {
         e.kind = ErrorKind::Apply;
         e.message = format!("{what}: {}", e.message);
     }

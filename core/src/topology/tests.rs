@@ -19,7 +19,7 @@ fn problems(text: &str) -> Vec<Problem> {
         Ok(_) => panic!("expected problems in:\n{text}"),
         Err(e) => {
             assert_eq!(e.kind, ErrorKind::Topology);
-            e.problems
+            e.problems().to_vec()
         }
     }
 }
@@ -87,10 +87,10 @@ fn env_variables_are_substituted_and_missing_ones_reported_with_lines() {
         json!(3)
     );
     let e = yaml("streams:\n  A:\n    max_age: ${AGE}\n    max_msgs: ${COUNT}\n").unwrap_err();
-    assert_eq!(e.problems.len(), 2, "{e}");
-    assert_eq!(e.problems[0].line, Some(3));
-    assert!(e.problems[0].message.contains("AGE"));
-    assert_eq!(e.problems[1].line, Some(4));
+    assert_eq!(e.problems().len(), 2, "{e}");
+    assert_eq!(e.problems()[0].line, Some(3));
+    assert!(e.problems()[0].message.contains("AGE"));
+    assert_eq!(e.problems()[1].line, Some(4));
 }
 
 #[test]
@@ -137,11 +137,11 @@ fn toml_and_json_problems_have_lines() {
     )
     .unwrap_err();
     has(
-        &e.problems,
+        e.problems(),
         "streams.A.max_agee",
         "did you mean \"max_age\"",
     );
-    assert_eq!(e.problems[0].line, Some(3));
+    assert_eq!(e.problems()[0].line, Some(3));
     let e = Topology::from_str_with_env(
         "{\"streams\": {\n \"A\": {\n  \"storage\": \"disk\"}}}",
         Format::Json,
@@ -149,7 +149,7 @@ fn toml_and_json_problems_have_lines() {
         &no_env,
     )
     .unwrap_err();
-    assert_eq!(e.problems[0].line, Some(3));
+    assert_eq!(e.problems()[0].line, Some(3));
     let e = Topology::from_str_with_env("{\"streams\": ", Format::Json, Some("x.json"), &no_env)
         .unwrap_err();
     assert!(e.message.contains("not valid JSON"), "{e}");
@@ -382,7 +382,7 @@ fn consumer_rules() {
     // last step could never be used: natsbus reports it
     let e = yaml("streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      bo:\n        backoff: [1s, 5s]\n        max_deliver: 2\n").unwrap_err();
     assert!(
-        e.problems
+        e.problems()
             .iter()
             .any(|p| p.field == "streams.S.consumers.bo.max_deliver"
                 && p.message.contains("never used")),

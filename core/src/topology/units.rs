@@ -69,7 +69,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 
 fn bad_duration(text: &str) -> String {
     format!(
-        "{text:?} is not a duration: use a number with a unit (500ms, 30s, 2m, 1h, 7d; combinations like 1h30m work) or integer nanoseconds"
+        "{text:?} is not a duration: use a number with a unit (500ms, 30s, 2m, 1h, 7d, 1w; combinations like 1h30m work) or integer nanoseconds"
     )
 }
 
