@@ -44,11 +44,20 @@ sys.path.insert(0, HERE)
 from _common import BATCH, CONSUMER, STREAM, SUBJECT, WINDOW  # noqa: E402
 
 CLIENTS = ("natsbus", "natspy", "raw")
-CLIENT_LABELS = {"natsbus": "natsbus", "natspy": "nats-py", "raw": "raw async-nats"}
+# natsbus with one connection per bus (connect(direct_publish=False)): how
+# much the loop-driven publish connection buys. Run with --clients.
+EXTRA_CLIENTS = ("natsbus1",)
+CLIENT_LABELS = {
+    "natsbus": "natsbus",
+    "natsbus1": "natsbus 1 conn",
+    "natspy": "nats-py",
+    "raw": "raw async-nats",
+}
 WORKLOADS = ("pub_sync", "pub_many", "pub_gather", "consume", "batches", "memory")
 CONSUME_WORKLOADS = ("consume", "batches", "memory")
 SUPPORTED = {
     "natsbus": set(WORKLOADS),
+    "natsbus1": {"pub_sync", "pub_many", "pub_gather"},
     "natspy": {"pub_sync", "pub_many", "pub_gather", "consume", "batches"},
     "raw": {"pub_sync", "pub_many", "pub_gather", "consume", "batches"},
 }
@@ -353,6 +362,9 @@ def client_command(
     if client == "raw":
         assert raw_bin
         return [raw_bin, workload, *common, "--runtime", raw_runtime]
+    if client == "natsbus1":
+        script = os.path.join(HERE, "workloads_natsbus.py")
+        return ["env", "NATSBUS_BENCH_DIRECT_PUBLISH=0", sys.executable, script, workload, *common]
     script = os.path.join(HERE, f"workloads_{client}.py")
     return [sys.executable, script, workload, *common]
 
@@ -646,7 +658,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small-N smoke run")
     parser.add_argument("--only", help=f"comma-separated workloads (of {','.join(WORKLOADS)})")
     parser.add_argument(
-        "--clients", default=",".join(CLIENTS), help="comma-separated clients (natsbus,natspy,raw)"
+        "--clients",
+        default=",".join(CLIENTS),
+        help="comma-separated clients (natsbus,natspy,raw; natsbus1 is natsbus with one "
+        "connection, direct_publish=False)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--url", help="use this server (JetStream on) instead of starting one")
@@ -685,7 +700,7 @@ def main() -> int:
         if unknown:
             raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
-    unknown = set(clients) - set(CLIENTS)
+    unknown = set(clients) - set(CLIENTS) - set(EXTRA_CLIENTS)
     if unknown:
         raise SystemExit(f"unknown client(s): {', '.join(sorted(unknown))}; use natsbus,natspy,raw")
     ns = dict(QUICK_N if args.quick else DEFAULT_N)

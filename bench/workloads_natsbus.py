@@ -35,7 +35,9 @@ Result = tuple[float, dict[str, Any]]
 
 
 async def _connect(url: str) -> Any:
-    return await natsbus.connect(url, name="natsbus-bench-natsbus")
+    # NATSBUS_BENCH_DIRECT_PUBLISH=0: one connection per bus (the run.py client "natsbus1").
+    direct = os.environ.get("NATSBUS_BENCH_DIRECT_PUBLISH", "1") != "0"
+    return await natsbus.connect(url, name="natsbus-bench-natsbus", direct_publish=direct)
 
 
 async def _flush(bus: Any) -> None:

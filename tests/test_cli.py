@@ -129,6 +129,27 @@ def test_usage_errors_exit_1_not_2(topology: str) -> None:
         no_traceback(result)
 
 
+def test_durations_read_like_the_topology_file() -> None:
+    """--wait takes every unit a topology's max_age does (one parser, in the core)."""
+    from natsbus.cli import parse_duration
+
+    for text, seconds in [
+        ("2.5", 2.5), ("500ms", 0.5), ("1m30s", 90.0), ("2h", 7200.0), ("7d", 604800.0),
+        ("1w", 604800.0), ("1w2d", 777600.0), ("250us", 0.00025), ("30S", 30.0),
+    ]:  # fmt: skip
+        assert parse_duration(text) == pytest.approx(seconds), text
+        if text.islower() and seconds >= 0.1:  # a topology file takes the same text
+            natsbus.Topology.from_dict({"streams": {"S": {"subjects": ["s"], "max_age": text}}})
+    for bad in ("soon", "-5s", "1x", "", "inf", "nan", "5 s s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_apply_wait_takes_weeks(fresh_server: NatsServer, topology: str) -> None:
+    result = run("apply", topology, "--wait", "1w", "-s", fresh_server.url)
+    assert result.returncode == 0, result.stderr
+
+
 def test_validate_ok(topology: str) -> None:
     result = run("validate", topology)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,5 @@
+"""``python -m natsbus.cli``: the natsbus command line."""
+
+from . import main
+
+raise SystemExit(main())
