@@ -90,83 +90,78 @@ impl Deliver for CorePubAck {
 }
 
 /// A snapshot of the connection's health.
-#[pyclass(frozen, module = "natsbus")]
+#[pyclass(frozen, get_all, module = "natsbus")]
 pub struct Health {
-    inner: CoreHealth,
+    /// Whether the client is connected right now.
+    connected: bool,
+    /// The server's version, e.g. "2.15.1".
+    server_version: String,
+    /// The server's name.
+    server_name: String,
+    /// Round-trip time to the server in seconds (None if it could not be measured).
+    rtt: Option<f64>,
+    /// Whether JetStream answers for this account.
+    jetstream: bool,
+    /// Number of streams in the account.
+    streams: Option<u64>,
+    /// Number of consumers in the account.
+    consumers: Option<u64>,
+    /// Bytes of memory storage used by the account.
+    memory: Option<u64>,
+    /// Bytes of file storage used by the account.
+    storage: Option<u64>,
+    /// Why a part could not be read, if anything failed.
+    error: Option<String>,
+}
+
+impl From<CoreHealth> for Health {
+    fn from(h: CoreHealth) -> Self {
+        Health {
+            connected: h.connected,
+            server_version: h.server_version,
+            server_name: h.server_name,
+            rtt: h.rtt,
+            jetstream: h.jetstream,
+            streams: h.streams,
+            consumers: h.consumers,
+            memory: h.memory,
+            storage: h.storage,
+            error: h.error,
+        }
+    }
 }
 
 #[pymethods]
 impl Health {
-    /// Whether the client is connected right now.
-    #[getter]
-    fn connected(&self) -> bool {
-        self.inner.connected
-    }
-    /// The server's version, e.g. "2.15.1".
-    #[getter]
-    fn server_version(&self) -> &str {
-        &self.inner.server_version
-    }
-    /// The server's name.
-    #[getter]
-    fn server_name(&self) -> &str {
-        &self.inner.server_name
-    }
-    /// Round-trip time to the server in seconds (None if it could not be measured).
-    #[getter]
-    fn rtt(&self) -> Option<f64> {
-        self.inner.rtt
-    }
-    /// Whether JetStream answers for this account.
-    #[getter]
-    fn jetstream(&self) -> bool {
-        self.inner.jetstream
-    }
-    /// Number of streams in the account.
-    #[getter]
-    fn streams(&self) -> Option<u64> {
-        self.inner.streams
-    }
-    /// Number of consumers in the account.
-    #[getter]
-    fn consumers(&self) -> Option<u64> {
-        self.inner.consumers
-    }
-    /// Bytes of memory storage used by the account.
-    #[getter]
-    fn memory(&self) -> Option<u64> {
-        self.inner.memory
-    }
-    /// Bytes of file storage used by the account.
-    #[getter]
-    fn storage(&self) -> Option<u64> {
-        self.inner.storage
-    }
-    /// Why a part could not be read, if anything failed.
-    #[getter]
-    fn error(&self) -> Option<&str> {
-        self.inner.error.as_deref()
-    }
     /// True when connected and JetStream answers: ready to work.
     #[getter]
     fn ok(&self) -> bool {
-        self.inner.connected && self.inner.jetstream
+        self.connected && self.jetstream
     }
     /// Everything as a dict (for JSON health endpoints).
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let v = serde_json::to_value(&self.inner).unwrap_or_default();
-        json_to_py(py, &v)
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("connected", self.connected)?;
+        d.set_item("server_version", &self.server_version)?;
+        d.set_item("server_name", &self.server_name)?;
+        d.set_item("rtt", self.rtt)?;
+        d.set_item("jetstream", self.jetstream)?;
+        d.set_item("streams", self.streams)?;
+        d.set_item("consumers", self.consumers)?;
+        d.set_item("memory", self.memory)?;
+        d.set_item("storage", self.storage)?;
+        d.set_item("error", self.error.as_deref())?;
+        Ok(d)
     }
     fn __repr__(&self) -> String {
-        let h = &self.inner;
         format!(
             "Health(connected={}, server_version={:?}, rtt={}, jetstream={}, streams={}, consumers={})",
-            py_bool(h.connected),
-            h.server_version,
-            h.rtt.map(|r| format!("{r:.6}")).unwrap_or_else(|| "None".into()),
-            py_bool(h.jetstream),
-            h.streams.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
-            h.consumers.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
+            py_bool(self.connected),
+            self.server_version,
+            self.rtt.map(|r| format!("{r:.6}")).unwrap_or_else(|| "None".into()),
+            py_bool(self.jetstream),
+            self.streams.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
+            self.consumers.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
         )
     }
 }
@@ -846,14 +841,14 @@ impl Bus {
             );
             let fut = self.completer.new_future(py)?;
             fut.bind(py)
-                .call_method1("set_result", (Py::new(py, Health { inner: h })?,))?;
+                .call_method1("set_result", (Py::new(py, Health::from(h))?,))?;
             return Ok(fut);
         }
         let conn = self.conn().clone();
         self.completer.spawn(py, async move {
             let h = client::health::health(&conn, timeout).await?;
             Ok(WithPy(move |py: Python<'_>| {
-                Ok(Py::new(py, Health { inner: h })?.into_any())
+                Ok(Py::new(py, Health::from(h))?.into_any())
             }))
         })
     }

@@ -119,8 +119,9 @@ impl Inner {
     }
 }
 
-/// One loop-driven connection (an asyncio protocol). Made by
-/// `Bus._direct_new()`, opened by `natsbus._direct`.
+/// One loop-driven connection (an asyncio protocol). `natsbus._direct`
+/// subclasses it with `asyncio.BufferedProtocol`, opens it
+/// (`loop.create_connection`) and attaches it to the bus (`Bus._direct_attach`).
 #[pyclass(frozen, subclass, module = "natsbus._natsbus")]
 pub struct DirectConn {
     inner: Mutex<Inner>,

@@ -189,7 +189,8 @@ class MessageSource:
 
 @final
 class Bus:
-    """One connection to NATS. Create it with ``natsbus.connect()``."""
+    """The connections to NATS: the main one and, by default, the loop-driven
+    publish connection. Create it with ``natsbus.connect()``."""
     def publish(
         self,
         subject: str,

@@ -1,6 +1,6 @@
 //! The NATS client protocol without I/O: the part natsbus's loop-driven
-//! publish connection speaks (INFO, CONNECT, PING/PONG, +OK/-ERR, SUB, PUB,
-//! HPUB in; MSG, HMSG out).
+//! publish connection speaks: from the server INFO, PING/PONG, +OK/-ERR and
+//! MSG/HMSG; to the server CONNECT, PING/PONG, SUB and PUB/HPUB.
 //!
 //! Whoever owns the socket feeds received bytes to a [`Parser`] and writes
 //! what [`connect_line`], [`write_publish`] and friends produce. Nothing here
