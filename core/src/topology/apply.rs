@@ -9,130 +9,16 @@
 //! create that loses a race to a different config (10058) is re-planned
 //! against what won, a bounded number of times.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
+use super::live::{LiveState, LiveStream};
 use super::plan::{human, plan, plan_stream, Action, Change, Plan, PlanOptions};
-use super::schema::{Version, CONSUMER_FIELDS, STREAM_FIELDS};
+use super::schema::{CONSUMER_FIELDS, STREAM_FIELDS};
 use super::Topology;
 use crate::client::jsapi::JetStream;
 use crate::error::{Error, ErrorKind, Result};
 
 const RACE_RETRIES: usize = 5;
-
-/// A consumer on the server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveConsumer {
-    pub name: String,
-    /// The consumer info as the server returned it (`config`, `num_pending`...),
-    /// or `{"config": ...}` when built from a config alone.
-    pub info: Value,
-}
-
-impl LiveConsumer {
-    /// From a consumer info (`{"config": ...}`) or a bare consumer config.
-    pub fn new(info_or_config: Value) -> LiveConsumer {
-        let info = if info_or_config.get("config").is_some_and(Value::is_object) {
-            info_or_config
-        } else {
-            json!({ "config": info_or_config })
-        };
-        let cfg = &info["config"];
-        let name = cfg
-            .get("durable_name")
-            .or_else(|| cfg.get("name"))
-            .or_else(|| info.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        LiveConsumer { name, info }
-    }
-
-    pub fn config(&self) -> &Value {
-        &self.info["config"]
-    }
-
-    pub fn config_map(&self) -> &Map<String, Value> {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        self.info["config"]
-            .as_object()
-            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
-    }
-}
-
-/// A stream on the server with its consumers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveStream {
-    pub name: String,
-    /// The stream info as the server returned it (`config`, `state`...), or
-    /// `{"config": ...}` when built from a config alone.
-    pub info: Value,
-    pub consumers: Vec<LiveConsumer>,
-}
-
-impl LiveStream {
-    /// From a stream info (`{"config": ...}`) or a bare stream config, plus consumers.
-    pub fn new(info_or_config: Value, consumers: Vec<Value>) -> LiveStream {
-        let info = if info_or_config.get("config").is_some_and(Value::is_object) {
-            info_or_config
-        } else {
-            json!({ "config": info_or_config })
-        };
-        let name = info["config"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        LiveStream {
-            name,
-            info,
-            consumers: consumers.into_iter().map(LiveConsumer::new).collect(),
-        }
-    }
-
-    pub fn config(&self) -> &Value {
-        &self.info["config"]
-    }
-
-    pub fn config_map(&self) -> &Map<String, Value> {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        self.info["config"]
-            .as_object()
-            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
-    }
-
-    pub fn consumer(&self, name: &str) -> Option<&LiveConsumer> {
-        self.consumers.iter().find(|c| c.name == name)
-    }
-}
-
-/// What the server has: its version and every stream with its consumers.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct LiveState {
-    pub server_version: String,
-    pub streams: Vec<LiveStream>,
-}
-
-impl LiveState {
-    pub fn new(server_version: impl Into<String>) -> LiveState {
-        LiveState {
-            server_version: server_version.into(),
-            streams: Vec::new(),
-        }
-    }
-
-    /// Add a stream (info or bare config) with its consumers (infos or configs).
-    pub fn with_stream(mut self, config: Value, consumers: Vec<Value>) -> LiveState {
-        self.streams.push(LiveStream::new(config, consumers));
-        self
-    }
-
-    pub fn stream(&self, name: &str) -> Option<&LiveStream> {
-        self.streams.iter().find(|s| s.name == name)
-    }
-
-    pub fn version(&self) -> Version {
-        Version::parse(&self.server_version)
-    }
-}
 
 /// Options for [`apply`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

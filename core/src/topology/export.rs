@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::apply::LiveState;
+use super::live::LiveState;
 use super::normalize::{self, same, user_metadata, CONSUMER_IGNORED, STREAM_IGNORED};
 use super::schema::{Field, Kind, CONSUMER_FIELDS, STREAM_FIELDS};
 use super::units::{format_duration, size_value};

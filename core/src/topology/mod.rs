@@ -26,6 +26,7 @@
 
 pub mod apply;
 pub mod export;
+pub mod live;
 pub mod normalize;
 pub mod plan;
 pub mod schema;
@@ -41,10 +42,9 @@ use crate::error::{Error, Problem, Result};
 use schema::{convert_object, Ctx, CONSUMER_FIELDS, STREAM_FIELDS};
 use source::{join, Lines, Parsed};
 
-pub use apply::{
-    apply, fetch_live, plan_live, verify, ApplyOptions, LiveConsumer, LiveState, LiveStream,
-};
+pub use apply::{apply, fetch_live, plan_live, verify, ApplyOptions};
 pub use export::{export, export_yaml};
+pub use live::{LiveConsumer, LiveState, LiveStream};
 pub use plan::{plan, Action, Change, Plan, PlanOptions};
 pub use schema::Version;
 

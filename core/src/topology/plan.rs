@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use super::apply::{LiveState, LiveStream};
+use super::live::{LiveState, LiveStream};
 use super::normalize::{
     self, filters, flag, is_empty, same, text, CONSUMER_IGNORED, STREAM_IGNORED,
 };
