@@ -328,6 +328,8 @@ async def test_cluster_has_three_peers_and_r3_stream(nats_cluster: NatsCluster) 
 
 async def test_cluster_survives_one_node_down(nats_cluster: NatsCluster) -> None:
     loop = asyncio.get_running_loop()
+    # The session's cluster may have been busy: placing R3 needs every peer current.
+    await loop.run_in_executor(None, nats_cluster.wait_settled)
     nc = await connect(nats_cluster.urls[1])
     try:
         js = nc.jetstream()

@@ -134,7 +134,7 @@ class NatsCluster(Started):
                 if (
                     meta.get("leader") == node._server_name
                     and len(peers) == len(self._nodes) - 1
-                    and all(peer.get("current") for peer in peers)
+                    and all(peer.get("current") and not peer.get("offline") for peer in peers)
                 ):
                     return
             if time.monotonic() >= deadline:
@@ -144,6 +144,15 @@ class NatsCluster(Started):
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        """Wait until the JetStream meta leader counts every other node as a current peer.
+
+        A node that missed heartbeats (a busy machine, a restart) is "offline" to the meta
+        group for a while, and placing an R3 stream then fails with "no suitable peers for
+        placement". Raises ``ServerStartError`` when the cluster does not settle in time.
+        """
+        self._wait_meta_current(time.monotonic() + timeout)
 
     def stop(self) -> None:
         """Stop every node and remove their temporary files."""
@@ -155,10 +164,14 @@ class NatsCluster(Started):
         self._nodes[index].stop(cleanup=False)
 
     def start_node(self, index: int, timeout: float = 30.0) -> NatsServer:
-        """Start node ``index`` again (same ports and store) and wait until it is healthy."""
+        """Start node ``index`` again (same ports and store) and wait until it is healthy and
+        the meta leader counts it as a current peer again (so that an R3 stream can be placed
+        right away)."""
         node = self._nodes[index]
+        deadline = time.monotonic() + timeout
         node._launch()
-        node._wait_ready(time.monotonic() + timeout, "/healthz")
+        node._wait_ready(deadline, "/healthz")
+        self._wait_meta_current(deadline)
         return node
 
     def is_running(self) -> bool:
