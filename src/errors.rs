@@ -12,8 +12,6 @@ use pyo3::PyTypeInfo;
 
 use natsbus_core::{Detail, Error, ErrorKind};
 
-use crate::codec::json_to_py;
-
 /// The classes of `natsbus.errors`.
 mod py {
     pyo3::import_exception!(natsbus.errors, NatsbusError);
@@ -88,12 +86,15 @@ pub fn to_pyobj<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> 
         Some(Detail::Problems(problems)) => {
             let list = PyList::empty(py);
             for p in problems {
-                list.append(problem_to_py(py, p)?)?;
+                list.append(Py::new(py, crate::plan::Problem::from(p))?)?;
             }
             exc.setattr("problems", list)?;
         }
         Some(Detail::Plan { plan, api }) => {
-            exc.setattr("plan", plan_to_py(py, plan)?)?;
+            exc.setattr(
+                "plan",
+                Py::new(py, crate::plan::Plan::from_value(py, plan)?)?,
+            )?;
             if let Some(api) = api {
                 set_api(api)?;
             }
@@ -114,26 +115,6 @@ pub fn to_pyerr(py: Python<'_>, e: &Error) -> PyErr {
         Ok(obj) => PyErr::from_value(obj),
         Err(err) => err,
     }
-}
-
-/// A `Problem` as the Python `natsbus.Problem` named tuple.
-pub fn problem_to_py<'py>(
-    py: Python<'py>,
-    p: &natsbus_core::Problem,
-) -> PyResult<Bound<'py, PyAny>> {
-    let cls = py.import("natsbus._types")?.getattr("Problem")?;
-    cls.call1((
-        p.file.as_deref(),
-        p.line,
-        p.field.as_str(),
-        p.message.as_str(),
-    ))
-}
-
-/// A plan's dict form as a Python `natsbus.Plan`.
-pub fn plan_to_py<'py>(py: Python<'py>, plan: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    let cls = py.import("natsbus._types")?.getattr("Plan")?;
-    cls.call_method1("from_dict", (json_to_py(py, plan)?,))
 }
 
 /// Shorthand used across the bindings.

@@ -12,6 +12,7 @@ mod codec;
 mod direct;
 mod errors;
 mod message;
+mod plan;
 mod rules;
 mod runtime;
 mod topology;
@@ -43,6 +44,9 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bus::MessageSource>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<topology::Topology>()?;
+    m.add_class::<plan::Problem>()?;
+    m.add_class::<plan::Change>()?;
+    m.add_class::<plan::Plan>()?;
     m.add_class::<runtime::Ready>()?;
     m.add_class::<direct::DirectConn>()?;
     m.add_class::<runtime::DrainCallback>()?;

@@ -160,7 +160,7 @@ impl Deliver for PlanOut {
     fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut v = self.0.to_value();
         v["text"] = serde_json::Value::String(self.0.render_with(&self.1));
-        Ok(crate::errors::plan_to_py(py, &v)?.unbind())
+        Ok(Py::new(py, crate::plan::Plan::from_value(py, &v)?)?.into_any())
     }
 }
 

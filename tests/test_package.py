@@ -6,6 +6,8 @@ import builtins
 import subprocess
 import sys
 
+import pytest
+
 import natsbus
 
 
@@ -67,3 +69,33 @@ def test_errors_are_defined_once_in_python_and_raised_from_rust() -> None:
 def test_public_names_are_exported() -> None:
     for name in natsbus.__all__:
         assert hasattr(natsbus, name), name
+
+
+def test_plan_change_and_problem_are_frozen_data() -> None:
+    p = natsbus.Problem("t.yaml", 4, "streams.S.max_agee", 'unknown field "max_agee"')
+    file, line, field, message = p  # unpacks like the tuple it used to be
+    assert (file, line, field) == ("t.yaml", 4, "streams.S.max_agee") and p[-1] == message
+    assert str(p) == 't.yaml:4: streams.S.max_agee: unknown field "max_agee"'
+    assert p == natsbus.Problem(*p) and hash(p) == hash(natsbus.Problem(*p))
+    change = natsbus.Change("update", "S", None, {"max_age": (7200, 3600)})
+    assert change.target == "stream S" and change.diff["max_age"] == (7200, 3600)
+    plan = natsbus.Plan([change, natsbus.Change("unchanged", "S", "c")])
+    assert (
+        plan.pending
+        and bool(plan)
+        and [c.action for c in plan.by_action("unchanged")] == ["unchanged"]
+    )
+    assert plan.to_dict() == {
+        "pending": True,
+        "changes": [
+            {"action": "update", "stream": "S", "consumer": None,
+             "diff": {"max_age": [7200, 3600]}, "reason": None},
+            {"action": "unchanged", "stream": "S", "consumer": "c", "diff": {}, "reason": None},
+        ],
+    }  # fmt: skip
+    again = natsbus.Plan.from_dict(plan.to_dict())
+    assert again.to_dict() == plan.to_dict() and again.changes[0] == change
+    assert not natsbus.Plan([natsbus.Change("unmanaged", "LEGACY")]).pending
+    for obj in (p, change, plan):
+        with pytest.raises(AttributeError):
+            obj.stream = "X"  # type: ignore[misc,union-attr]

@@ -20,13 +20,15 @@ from ._connect import TLS, Connecting, connect
 from ._consumer import Consumer, Service
 from ._natsbus import (
     Bus,
+    Change,
     Health,
     Message,
+    Plan,
+    Problem,
     PubAck,
     Topology,
     __version__,
 )
-from ._types import Change, Plan, Problem
 from .errors import (
     ApplyError,
     AuthError,

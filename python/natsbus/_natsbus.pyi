@@ -2,21 +2,23 @@
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union, final
 
 from typing_extensions import Self, disjoint_base
 
 from ._consumer import Consumer, Service
-from ._types import Plan
 
 __all__ = [
     "Bus",
+    "Change",
     "DirectConn",
     "DrainCallback",
     "Health",
     "Message",
     "MessageSource",
+    "Plan",
+    "Problem",
     "PubAck",
     "Ready",
     "Topology",
@@ -32,6 +34,81 @@ __all__ = [
 __version__: str
 
 _Headers = Mapping[str, Union[str, Sequence[str]]]
+
+# --- topology results ------------------------------------------------------
+@final
+class Problem:
+    """One problem found while validating a topology. Unpacks like a tuple:
+    ``file, line, field, message = problem``."""
+
+    def __new__(
+        cls, file: Optional[str], line: Optional[int], field: str, message: str
+    ) -> Problem: ...
+    @property
+    def file(self) -> Optional[str]:
+        """The file the topology came from, if any."""
+    @property
+    def line(self) -> Optional[int]:
+        """1-based line, where known."""
+    @property
+    def field(self) -> str:
+        """Dotted path of the field, e.g. ``streams.ORDERS.max_age``."""
+    @property
+    def message(self) -> str:
+        """What is wrong and what to do about it."""
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: int, /) -> Any: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Change:
+    """One stream or consumer in a plan and what applying would do to it."""
+
+    def __new__(
+        cls,
+        action: str,
+        stream: str,
+        consumer: Optional[str] = None,
+        diff: Optional[dict[str, tuple[Any, Any]]] = None,
+        reason: Optional[str] = None,
+    ) -> Change: ...
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Change:
+        """A change from its ``to_dict()`` form."""
+    @property
+    def action(self) -> str: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def consumer(self) -> Optional[str]: ...
+    @property
+    def diff(self) -> dict[str, tuple[Any, Any]]: ...
+    @property
+    def reason(self) -> Optional[str]: ...
+    @property
+    def target(self) -> str:
+        """``stream STREAM`` or ``consumer STREAM/NAME``."""
+    def to_dict(self) -> dict[str, Any]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+
+@final
+class Plan:
+    """What applying a topology would do (or did)."""
+
+    def __new__(cls, changes: Sequence[Change], text: Optional[str] = None) -> Plan: ...
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        """A plan from its ``to_dict()`` form."""
+    @property
+    def changes(self) -> list[Change]: ...
+    @property
+    def pending(self) -> bool:
+        """True when applying would create, update or refuse something."""
+    def by_action(self, action: str) -> list[Change]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __bool__(self) -> bool: ...
 
 # --- awaitables ---------------------------------------------------------
 @final

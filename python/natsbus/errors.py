@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from ._natsbus import PubAck
-    from ._types import Plan, Problem
+    from ._natsbus import Plan, Problem, PubAck
 
 __all__ = [
     "ApplyError",

@@ -46,6 +46,29 @@ impl Action {
             Action::Unmanaged => "unmanaged",
         }
     }
+
+    /// The action named `text` (as [`Action::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<Action> {
+        [
+            Action::Create,
+            Action::Update,
+            Action::Unchanged,
+            Action::Destructive,
+            Action::Blocked,
+            Action::Unmanaged,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
+    }
+
+    /// Whether a plan with this change is pending: applying would create,
+    /// update, or refuse something.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            Action::Create | Action::Update | Action::Destructive | Action::Blocked
+        )
+    }
 }
 
 /// One planned change.
@@ -89,12 +112,7 @@ pub struct Plan {
 impl Plan {
     /// Anything to create, update, or that is destructive or blocked.
     pub fn is_pending(&self) -> bool {
-        self.changes.iter().any(|c| {
-            matches!(
-                c.action,
-                Action::Create | Action::Update | Action::Destructive | Action::Blocked
-            )
-        })
+        self.changes.iter().any(|c| c.action.is_pending())
     }
 
     /// Changes apply would refuse: blocked ones, and destructive ones unless allowed.
