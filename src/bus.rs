@@ -26,153 +26,11 @@ use natsbus_core::{Error, ErrorKind};
 
 use crate::args::{utf8, Text};
 use crate::codec::{encode, json_to_py, py_to_json};
-use crate::direct::DirectConn;
+use crate::direct::{DirectConn, PublishSetup};
 use crate::errors::{to_pyerr, IntoPyResult};
 use crate::message::{seconds, to_py_list, AckCtx, Message};
+use crate::results::{Health, PubAck};
 use crate::runtime::{forked_error, Completer, Deliver, ForkSafe, WithPy};
-
-/// The server's acknowledgement of a stored message.
-#[pyclass(frozen, eq, skip_from_py_object, module = "natsbus")]
-#[derive(PartialEq, Clone)]
-pub struct PubAck {
-    /// The stream that stored the message.
-    #[pyo3(get)]
-    stream: String,
-    /// Its sequence number in that stream.
-    #[pyo3(get)]
-    seq: u64,
-    /// True when the server had already stored a message with this msg_id.
-    #[pyo3(get)]
-    duplicate: bool,
-    /// The JetStream domain, if any.
-    #[pyo3(get)]
-    domain: Option<String>,
-}
-
-#[pymethods]
-impl PubAck {
-    #[new]
-    #[pyo3(signature = (stream, seq, duplicate=false, domain=None))]
-    fn py_new(stream: String, seq: u64, duplicate: bool, domain: Option<String>) -> Self {
-        PubAck {
-            stream,
-            seq,
-            duplicate,
-            domain,
-        }
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "PubAck(stream={:?}, seq={}, duplicate={})",
-            self.stream,
-            self.seq,
-            if self.duplicate { "True" } else { "False" }
-        )
-    }
-}
-
-impl From<CorePubAck> for PubAck {
-    fn from(a: CorePubAck) -> Self {
-        PubAck {
-            stream: a.stream,
-            seq: a.seq,
-            duplicate: a.duplicate,
-            domain: a.domain,
-        }
-    }
-}
-
-impl Deliver for CorePubAck {
-    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(Py::new(py, PubAck::from(*self))?.into_any())
-    }
-}
-
-/// A snapshot of the connection's health.
-#[pyclass(frozen, get_all, module = "natsbus")]
-pub struct Health {
-    /// Whether the client is connected right now.
-    connected: bool,
-    /// The server's version, e.g. "2.15.1".
-    server_version: String,
-    /// The server's name.
-    server_name: String,
-    /// Round-trip time to the server in seconds (None if it could not be measured).
-    rtt: Option<f64>,
-    /// Whether JetStream answers for this account.
-    jetstream: bool,
-    /// Number of streams in the account.
-    streams: Option<u64>,
-    /// Number of consumers in the account.
-    consumers: Option<u64>,
-    /// Bytes of memory storage used by the account.
-    memory: Option<u64>,
-    /// Bytes of file storage used by the account.
-    storage: Option<u64>,
-    /// Why a part could not be read, if anything failed.
-    error: Option<String>,
-}
-
-impl From<CoreHealth> for Health {
-    fn from(h: CoreHealth) -> Self {
-        Health {
-            connected: h.connected,
-            server_version: h.server_version,
-            server_name: h.server_name,
-            rtt: h.rtt,
-            jetstream: h.jetstream,
-            streams: h.streams,
-            consumers: h.consumers,
-            memory: h.memory,
-            storage: h.storage,
-            error: h.error,
-        }
-    }
-}
-
-#[pymethods]
-impl Health {
-    /// True when connected and JetStream answers: ready to work.
-    #[getter]
-    fn ok(&self) -> bool {
-        self.connected && self.jetstream
-    }
-    /// Everything as a dict (for JSON health endpoints).
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("connected", self.connected)?;
-        d.set_item("server_version", &self.server_version)?;
-        d.set_item("server_name", &self.server_name)?;
-        d.set_item("rtt", self.rtt)?;
-        d.set_item("jetstream", self.jetstream)?;
-        d.set_item("streams", self.streams)?;
-        d.set_item("consumers", self.consumers)?;
-        d.set_item("memory", self.memory)?;
-        d.set_item("storage", self.storage)?;
-        d.set_item("error", self.error.as_deref())?;
-        Ok(d)
-    }
-    fn __repr__(&self) -> String {
-        format!(
-            "Health(connected={}, server_version={:?}, rtt={}, jetstream={}, streams={}, consumers={})",
-            py_bool(self.connected),
-            self.server_version,
-            self.rtt.map(|r| format!("{r:.6}")).unwrap_or_else(|| "None".into()),
-            py_bool(self.jetstream),
-            self.streams.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
-            self.consumers.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
-        )
-    }
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b {
-        "True"
-    } else {
-        "False"
-    }
-}
 
 /// Convert `{"k": "v", "k2": ["a", "b"]}` into NATS headers.
 pub fn headers_from_py(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<HeaderMap>, Error> {
@@ -275,9 +133,10 @@ struct BusIo {
     publisher: Publisher,
 }
 
-/// The connections to NATS: the main one (async-nats), and by default the
-/// loop-driven publish connection. Create it with `natsbus.connect()`.
-#[pyclass(frozen, module = "natsbus")]
+/// The Rust half of a `natsbus.Bus` (the Python class holds one as `_core`):
+/// the main connection (async-nats), and by default the loop-driven publish
+/// connection. Made by `_natsbus.connect()`.
+#[pyclass(name = "BusCore", frozen, module = "natsbus._natsbus")]
 pub struct Bus {
     io: ForkSafe<BusIo>,
     ack: Arc<AckCtx>,
@@ -474,7 +333,7 @@ impl Bus {
 
     /// Reply to a request's reply subject (queued, not awaited).
     #[pyo3(signature = (reply, data, *, headers=None))]
-    fn _respond(
+    fn respond(
         &self,
         py: Python<'_>,
         reply: &str,
@@ -501,13 +360,13 @@ impl Bus {
         }
     }
 
-    /// Start a durable pull consumption (used by `natsbus.Consumer`).
+    /// Start a durable pull consumption (for `natsbus.Consumer`).
     /// `held` is the consumer's deque of messages taken from the source
     /// but not yet handed to the user: closing the bus releases them.
     #[pyo3(signature = (stream, durable, *, model=None, batch=500, max_bytes=8388608,
         heartbeat=5.0, expires=30.0, held=None))]
     #[allow(clippy::too_many_arguments)]
-    fn _consume(
+    fn open_consumer(
         slf: &Bound<'_, Self>,
         stream: Text,
         durable: Text,
@@ -564,9 +423,9 @@ impl Bus {
         })
     }
 
-    /// Subscribe for `serve` (used by `natsbus.Service`).
+    /// Subscribe to `subject` (for `natsbus.Service`).
     #[pyo3(signature = (subject, queue=None, capacity=1024))]
-    fn _subscribe(
+    fn subscribe(
         slf: &Bound<'_, Self>,
         subject: Text,
         queue: Option<Text>,
@@ -612,42 +471,13 @@ impl Bus {
         })
     }
 
-    /// Iterate a durable pull consumer: `async with bus.consume(stream, durable) as msgs`.
-    /// `model` decodes `msg.data` (pydantic model, dataclass or callable).
-    /// The prefetch adapts to how fast messages are taken: pull requests ask
-    /// for at most `batch` messages, at most two batches (and no more than
-    /// the consumer's `max_ack_pending`) and `max_bytes` bytes are held.
-    #[pyo3(signature = (stream, durable, *, model=None, batch=500, max_bytes=8388608))]
-    fn consume<'py>(
-        slf: &Bound<'py, Self>,
-        stream: Text,
-        durable: Text,
-        model: Option<Py<PyAny>>,
-        batch: usize,
-        max_bytes: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        slf.get().check_open(py)?;
-        py.import("natsbus._consumer")?
-            .getattr("Consumer")?
-            .call1((slf, stream.0, durable.0, model, batch, max_bytes))
-    }
-
-    /// Answer requests on `subject` with `handler(msg)`; returns a running
-    /// `Service` (await it). With `queue`, instances share the requests.
-    #[pyo3(signature = (subject, handler, *, queue=None, max_concurrency=100))]
-    fn serve<'py>(
-        slf: &Bound<'py, Self>,
-        subject: Text,
-        handler: Py<PyAny>,
-        queue: Option<Text>,
-        max_concurrency: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        slf.get().check_open(py)?;
-        py.import("natsbus._consumer")?
-            .getattr("start_service")?
-            .call1((slf, subject.0, handler, queue.map(|q| q.0), max_concurrency))
+    /// Raise `ClosedError` unless the bus is open (and was made in this
+    /// process), and `InvalidArgumentError` for names that are not text
+    /// (what `consume()` and `serve()` check before returning).
+    #[pyo3(name = "check_open", signature = (*names))]
+    fn py_check_open(&self, py: Python<'_>, names: Vec<Option<Text>>) -> PyResult<()> {
+        let _ = names;
+        self.check_open(py)
     }
 
     /// Call the JetStream API directly: `api("STREAM.INFO.ORDERS")` sends to
@@ -705,7 +535,7 @@ impl Bus {
     }
 
     /// Use `topology` for `ensure_streams()`/`plan()`/`verify()` without arguments.
-    fn _set_topology(&self, topology: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_topology(&self, topology: &Bound<'_, PyAny>) -> PyResult<()> {
         let t = crate::topology::resolve(topology)?;
         *self.topology.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
         Ok(())
@@ -932,7 +762,11 @@ impl Bus {
     }
 
     /// Route publishes through `conn` (None: through the main connection).
-    fn _direct_attach(&self, py: Python<'_>, conn: Option<Py<DirectConn>>) -> PyResult<()> {
+    fn attach_publish_connection(
+        &self,
+        py: Python<'_>,
+        conn: Option<Py<DirectConn>>,
+    ) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             if let Some(c) = conn {
                 c.get().close_when_idle(py);
@@ -944,7 +778,7 @@ impl Bus {
     }
 
     /// Keep the task that maintains the publish connection; close() cancels it.
-    fn _direct_keep(&self, py: Python<'_>, task: Py<PyAny>) -> PyResult<()> {
+    fn keep_publish_task(&self, py: Python<'_>, task: Py<PyAny>) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             task.bind(py).call_method0("cancel")?;
             return Ok(());
@@ -955,7 +789,7 @@ impl Bus {
 
     /// The publish connection in use, if any.
     #[getter]
-    fn _direct(&self, py: Python<'_>) -> Option<Py<DirectConn>> {
+    fn publish_connection(&self, py: Python<'_>) -> Option<Py<DirectConn>> {
         self.direct
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -963,11 +797,21 @@ impl Bus {
             .map(|c| c.clone_ref(py))
     }
 
+    /// What a publish connection of this bus is made from (`DirectConn(setup)`).
+    fn publish_setup(&self, py: Python<'_>) -> PyResult<PublishSetup> {
+        self.check_open(py)?;
+        Ok(PublishSetup::new(
+            self.config().clone(),
+            self.publisher().clone(),
+            self.completer().clone(),
+        ))
+    }
+
     /// Where natsbus._direct may open the publish connection: the servers as
     /// `(host, port, tls_scheme)`, the TLS files `(ca, cert, key,
     /// handshake_first)` or None, and the connect timeout in seconds.
     #[allow(clippy::type_complexity)]
-    fn _direct_plan(
+    fn publish_connection_plan(
         &self,
     ) -> (
         Vec<(String, u16, bool)>,
@@ -998,24 +842,6 @@ impl Bus {
             )
         });
         (targets, tls, self.config.connect_timeout.as_secs_f64())
-    }
-
-    /// `async with bus:` closes the bus on exit.
-    fn __aenter__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let fut = slf.get().completer.new_future(py)?;
-        fut.bind(py).call_method1("set_result", (slf,))?;
-        Ok(fut)
-    }
-
-    fn __aexit__(
-        &self,
-        py: Python<'_>,
-        _exc_type: Option<&Bound<'_, PyAny>>,
-        _exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        self.close(py)
     }
 
     /// True once `close()` was called.
@@ -1146,7 +972,7 @@ impl Deliver for ManyAcks {
             "{failed} of {total} publishes failed: {}{more}",
             summary.join("; ")
         );
-        let exc = crate::errors::BatchPublishError::type_object(py).call1((msg,))?;
+        let exc = crate::exceptions::BatchPublishError::type_object(py).call1((msg,))?;
         exc.setattr("acks", acks)?;
         exc.setattr("errors", errors)?;
         Err(PyErr::from_value(exc))

@@ -552,24 +552,6 @@ pub fn decode_json<'py>(py: Python<'py>, bytes: &[u8]) -> Result<Bound<'py, PyAn
     }
 }
 
-/// `_natsbus._encode(obj) -> (bytes, is_json)`: the publish encoder, exposed
-/// for tests and benchmarks.
-#[pyfunction]
-pub fn _encode<'py>(
-    py: Python<'py>,
-    obj: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyBytes>, bool)> {
-    let enc = encode(obj).map_err(|e| crate::errors::to_pyerr(py, &e))?;
-    Ok((PyBytes::new(py, &enc.payload), enc.is_json))
-}
-
-/// `_natsbus._decode(payload) -> object`: the JSON decoder behind `Message.data`.
-#[pyfunction]
-pub fn _decode<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    decode_json(py, payload)
-        .map_err(|e| crate::errors::to_pyerr(py, &Error::new(ErrorKind::Decode, e)))
-}
-
 /// A `serde_json::Value` as Python objects (plans, health, topology dicts).
 pub fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     PySeed(py, &Cell::new(false))

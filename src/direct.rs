@@ -119,9 +119,33 @@ impl Inner {
     }
 }
 
+/// What a publish connection needs from its bus: the connect settings, the
+/// publisher it hands "no responders" to, and the bus's completer. Made by
+/// `BusCore.publish_setup()`, so this room needs nothing of the bus.
+#[pyclass(frozen, module = "natsbus._natsbus")]
+pub struct PublishSetup {
+    config: Arc<ConnectConfig>,
+    publisher: Publisher,
+    completer: Arc<Completer>,
+}
+
+impl PublishSetup {
+    pub fn new(
+        config: Arc<ConnectConfig>,
+        publisher: Publisher,
+        completer: Arc<Completer>,
+    ) -> PublishSetup {
+        PublishSetup {
+            config,
+            publisher,
+            completer,
+        }
+    }
+}
+
 /// One loop-driven connection (an asyncio protocol). `natsbus._direct`
 /// subclasses it with `asyncio.BufferedProtocol`, opens it
-/// (`loop.create_connection`) and attaches it to the bus (`Bus._direct_attach`).
+/// (`loop.create_connection`) and attaches it to the bus (`BusCore.attach_publish_connection`).
 #[pyclass(frozen, subclass, module = "natsbus._natsbus")]
 pub struct DirectConn {
     inner: Mutex<Inner>,
@@ -139,7 +163,7 @@ pub struct DirectConn {
 
 fn settle(py: Python<'_>, fut: &Py<PyAny>, outcome: Outcome) {
     let value = match outcome {
-        Outcome::Ack(a) => Py::new(py, crate::bus::PubAck::from(a)).map(Py::into_any),
+        Outcome::Ack(a) => Py::new(py, crate::results::PubAck::from(a)).map(Py::into_any),
         Outcome::Value(b) => Ok(pyo3::types::PyBool::new(py, b)
             .to_owned()
             .into_any()
@@ -322,17 +346,17 @@ impl DirectConn {
 
 #[pymethods]
 impl DirectConn {
-    /// A connection for `bus` (natsbus._direct subclasses this as an
-    /// `asyncio.BufferedProtocol` and opens it).
+    /// A connection made from `setup` (`BusCore.publish_setup()`);
+    /// natsbus._direct subclasses this as an `asyncio.BufferedProtocol`
+    /// and opens it.
     #[new]
-    fn py_new(py: Python<'_>, bus: &Bound<'_, crate::bus::Bus>) -> PyResult<Self> {
-        let bus = bus.get();
-        bus.check_open(py)?;
+    fn py_new(py: Python<'_>, setup: &Bound<'_, PublishSetup>) -> PyResult<Self> {
+        let s = setup.get();
         DirectConn::new(
             py,
-            bus.config().clone(),
-            bus.publisher().clone(),
-            bus.completer().clone(),
+            s.config.clone(),
+            s.publisher.clone(),
+            s.completer.clone(),
         )
     }
 

@@ -2,6 +2,7 @@
 //! live in their own modules; the pure-Rust core is the `natsbus-core` crate.
 
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -11,8 +12,10 @@ mod bus;
 mod codec;
 mod direct;
 mod errors;
+mod exceptions;
 mod message;
 mod plan;
+mod results;
 mod rules;
 mod runtime;
 mod topology;
@@ -34,13 +37,35 @@ fn _panic_in_runtime(
     })
 }
 
+/// `_natsbus._codec::encode(obj) -> (bytes, is_json)`: the publish encoder, exposed
+/// for tests and benchmarks.
+#[pyfunction]
+pub fn _encode<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+    let enc = codec::encode(obj).map_err(|e| errors::to_pyerr(py, &e))?;
+    Ok((PyBytes::new(py, &enc.payload), enc.is_json))
+}
+
+/// `_natsbus._decode(payload) -> object`: the JSON decoder behind `Message.data`.
+#[pyfunction]
+pub fn _decode<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    codec::decode_json(py, payload).map_err(|e| {
+        errors::to_pyerr(
+            py,
+            &natsbus_core::Error::new(natsbus_core::ErrorKind::Decode, e),
+        )
+    })
+}
+
 #[pymodule]
 fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::configure();
-    errors::check_classes(m.py())?;
+    exceptions::check_classes(m.py())?;
     m.add_class::<bus::Bus>()?;
-    m.add_class::<bus::PubAck>()?;
-    m.add_class::<bus::Health>()?;
+    m.add_class::<results::PubAck>()?;
+    m.add_class::<results::Health>()?;
     m.add_class::<bus::MessageSource>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<topology::Topology>()?;
@@ -49,10 +74,11 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<plan::Plan>()?;
     m.add_class::<runtime::Ready>()?;
     m.add_class::<direct::DirectConn>()?;
+    m.add_class::<direct::PublishSetup>()?;
     m.add_class::<runtime::DrainCallback>()?;
     m.add_function(wrap_pyfunction!(bus::connect, m)?)?;
-    m.add_function(wrap_pyfunction!(codec::_encode, m)?)?;
-    m.add_function(wrap_pyfunction!(codec::_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(_decode, m)?)?;
     m.add_function(wrap_pyfunction!(rules::parse_duration, m)?)?;
     m.add_function(wrap_pyfunction!(rules::redact_url, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_in_runtime, m)?)?;

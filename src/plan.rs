@@ -8,7 +8,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use natsbus_core::topology::Action;
 
 use crate::codec::{json_to_py, py_to_json};
-use crate::errors::IntoPyResult;
+use crate::exceptions::InvalidArgumentError;
 
 /// One problem found while validating a topology. Unpacks like a tuple:
 /// ``file, line, field, message = problem``.
@@ -173,7 +173,7 @@ impl Change {
         py: Python<'_>,
         d: &Bound<'_, PyAny>,
     ) -> PyResult<Change> {
-        let v = py_to_json(d).py_err(py)?;
+        let v = py_to_json(d).map_err(|e| InvalidArgumentError::new_err(e.message))?;
         Change::from_value(py, &v)
     }
 
@@ -268,7 +268,7 @@ impl Plan {
     /// A plan from its ``to_dict()`` form.
     #[classmethod]
     fn from_dict(_cls: &Bound<'_, PyType>, py: Python<'_>, d: &Bound<'_, PyAny>) -> PyResult<Plan> {
-        let v = py_to_json(d).py_err(py)?;
+        let v = py_to_json(d).map_err(|e| InvalidArgumentError::new_err(e.message))?;
         Plan::from_value(py, &v)
     }
 

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 from conftest import create_stream
@@ -14,6 +15,11 @@ import natsbus
 from natsbus.testing import NatsServer
 from support.certs import CertFiles
 from support.fixtures import TOKEN, USER, USER_PASSWORD, CredsServer, NkeyServer
+
+
+def publish_conn(bus: natsbus.Bus) -> Any:
+    """The bus's loop-driven publish connection, if one is attached."""
+    return bus._core.publish_connection
 
 
 def free_port() -> int:
@@ -33,15 +39,18 @@ async def roundtrip(bus: natsbus.Bus, wait_direct: float = 0.0) -> None:
     finally:
         await svc.stop()
     deadline = time.monotonic() + wait_direct
-    while not (bus._direct is not None and bus._direct.ready) and time.monotonic() < deadline:
+    while (
+        not (publish_conn(bus) is not None and publish_conn(bus).ready)
+        and time.monotonic() < deadline
+    ):
         await _sleep(0.05)
-    direct = bus._direct
+    direct = publish_conn(bus)
     assert direct is not None and direct.ready, "the publish connection did not open"
     stream, prefix = await create_stream(bus)
     try:
         ack = await bus.publish(f"{prefix}.check", {"n": 1})
         assert (ack.stream, ack.seq) == (stream, 1)
-        assert bus._direct is direct and direct.pending == 0
+        assert publish_conn(bus) is direct and direct.pending == 0
     finally:
         await bus.jetstream_api(f"STREAM.DELETE.{stream}")
 

@@ -1,4 +1,4 @@
-"""publish() through the loop-driven publish connection (natsbus._direct).
+"""publish() through the loop-driven publish connection (natspublish_conn(bus)).
 
 Every publish result is checked against the server: the stream's contents,
 sequences, headers, and the server's own per-connection counters (connz),
@@ -19,6 +19,11 @@ from conftest import StreamFactory, create_stream, message_count, stored, unique
 
 import natsbus
 from natsbus.testing import NatsCluster, NatsServer
+
+
+def publish_conn(bus: natsbus.Bus) -> Any:
+    """The bus's loop-driven publish connection, if one is attached."""
+    return bus._core.publish_connection
 
 
 def connz(server: NatsServer) -> list[dict[str, Any]]:
@@ -42,7 +47,7 @@ async def until(check: Any, timeout: float = 10.0) -> None:
 async def test_publishes_travel_on_the_publish_connection(nats_server: NatsServer) -> None:
     name = unique("direct")
     async with natsbus.connect(nats_server.url, name=name) as bus:
-        assert bus._direct is not None and bus._direct.ready
+        assert publish_conn(bus) is not None and publish_conn(bus).ready
         stream, prefix = await create_stream(bus)
         acks = [await bus.publish(f"{prefix}.e", {"i": i}) for i in range(200)]
         assert [a.seq for a in acks] == list(range(1, 201))
@@ -53,14 +58,14 @@ async def test_publishes_travel_on_the_publish_connection(nats_server: NatsServe
         assert len(named) == 2
         [direct] = direct_conns(nats_server, name)
         assert direct["in_msgs"] == 200
-        assert bus._direct.pending == 0
+        assert publish_conn(bus).pending == 0
     await until(lambda: not direct_conns(nats_server, name))
 
 
 async def test_direct_publish_false_keeps_one_connection(nats_server: NatsServer) -> None:
     name = unique("single")
     async with natsbus.connect(nats_server.url, name=name, direct_publish=False) as bus:
-        assert bus._direct is None
+        assert publish_conn(bus) is None
         _, prefix = await create_stream(bus)
         ack = await bus.publish(f"{prefix}.e", {"i": 1})
         assert ack.seq == 1
@@ -102,7 +107,7 @@ async def test_results_match_the_main_connection(nats_url: str) -> None:
     results = {}
     for direct in (True, False):
         async with natsbus.connect(nats_url, direct_publish=direct) as bus:
-            assert (bus._direct is not None) is direct
+            assert (publish_conn(bus) is not None) is direct
             stream, prefix = await create_stream(bus)
             got = await _outcomes(bus, stream, prefix)
             results[direct] = [g.replace(stream, "<S>").replace(prefix, "<p>") for g in got]
@@ -135,23 +140,26 @@ async def test_concurrent_publishes_are_all_stored_once(
     acks = await asyncio.gather(*(bus.publish(f"{prefix}.e", {"i": i}) for i in range(2000)))
     assert sorted(a.seq for a in acks) == list(range(1, 2001))
     assert await message_count(bus, stream) == 2000
-    assert bus._direct is not None and bus._direct.pending == 0
+    assert publish_conn(bus) is not None and publish_conn(bus).pending == 0
 
 
 async def test_a_publish_without_an_ack_times_out(bus: natsbus.Bus) -> None:
     # A plain subscriber that never replies: the server delivers, nobody acks.
     subject = f"{unique('noack').lower()}.x"
-    sub = await bus._subscribe(subject)
+    sub = await bus._core.subscribe(subject)
     try:
         start = time.monotonic()
         with pytest.raises(natsbus.TimeoutError, match="timed out"):
             await bus.publish(subject, {"n": 1}, timeout=0.3)
         assert 0.25 <= time.monotonic() - start < 2.0
-        assert bus._direct is not None and bus._direct.pending == 0
+        assert publish_conn(bus) is not None and publish_conn(bus).pending == 0
         # A caller's own cancellation leaves nothing behind either.
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(bus.publish(subject, {"n": 2}, timeout=0.2), 0.05)
-        await until(lambda: bus._direct is not None and bus._direct.pending == 0, 3)
+        await until(
+            lambda: publish_conn(bus) is not None and publish_conn(bus).pending == 0,
+            3,
+        )
     finally:
         await sub.close([])
 
@@ -160,9 +168,9 @@ async def test_in_flight_publishes_fail_when_the_connection_drops_and_it_reopens
     bus: natsbus.Bus, make_stream: StreamFactory
 ) -> None:
     subject = f"{unique('drop').lower()}.x"
-    sub = await bus._subscribe(subject)
+    sub = await bus._core.subscribe(subject)
     try:
-        first = bus._direct
+        first = publish_conn(bus)
         assert first is not None
         tasks = [
             asyncio.ensure_future(bus.publish(subject, {"n": i}, timeout=30)) for i in range(3)
@@ -179,7 +187,13 @@ async def test_in_flight_publishes_fail_when_the_connection_drops_and_it_reopens
     # Meanwhile publishes use the main connection; the publish connection comes back.
     _, prefix = await make_stream()
     assert (await bus.publish(f"{prefix}.a", {"n": 1})).seq == 1
-    await until(lambda: bus._direct is not None and bus._direct.ready and bus._direct is not first)
+    await until(
+        lambda: (
+            publish_conn(bus) is not None
+            and publish_conn(bus).ready
+            and publish_conn(bus) is not first
+        )
+    )
     assert (await bus.publish(f"{prefix}.a", {"n": 2})).seq == 2
 
 
@@ -205,7 +219,7 @@ async def test_publishing_survives_a_server_restart(fresh_server: NatsServer) ->
             "STREAM.CREATE.RESTART", {"name": "RESTART", "subjects": ["restart.>"]}
         )
         assert (await bus.publish("restart.a", {"n": 1})).seq == 1
-        before = bus._direct
+        before = publish_conn(bus)
         fresh_server.restart()
         for _ in range(200):
             try:
@@ -217,7 +231,11 @@ async def test_publishing_survives_a_server_restart(fresh_server: NatsServer) ->
             pytest.fail("no publish succeeded after the restart")
         assert ack.seq >= 2
         await until(
-            lambda: bus._direct is not None and bus._direct.ready and bus._direct is not before
+            lambda: (
+                publish_conn(bus) is not None
+                and publish_conn(bus).ready
+                and publish_conn(bus) is not before
+            )
         )
         last = await bus.publish("restart.a", {"n": 3})
         assert last.seq == ack.seq + 1
@@ -243,7 +261,7 @@ def perm_server() -> Iterator[NatsServer]:
 
 async def test_a_denied_publish_fails_at_once_as_auth_error(perm_server: NatsServer) -> None:
     async with natsbus.connect(perm_server.url, user="limited", password="limited-pw-1") as bus:
-        assert bus._direct is not None and bus._direct.ready
+        assert publish_conn(bus) is not None and publish_conn(bus).ready
         await bus.jetstream_api(
             "STREAM.CREATE.PERM", {"name": "PERM", "subjects": ["open.>", "secret.>"]}
         )
@@ -252,7 +270,7 @@ async def test_a_denied_publish_fails_at_once_as_auth_error(perm_server: NatsSer
             await bus.publish("secret.plans", {"n": 1}, timeout=5)
         assert time.monotonic() - start < 2.0
         assert (await bus.publish("open.a", {"n": 2})).seq == 1
-        assert bus._direct.ready and bus._direct.pending == 0
+        assert publish_conn(bus).ready and publish_conn(bus).pending == 0
 
 
 async def test_a_refused_publish_connection_leaves_the_main_one(
@@ -260,7 +278,7 @@ async def test_a_refused_publish_connection_leaves_the_main_one(
 ) -> None:
     with caplog.at_level("WARNING", logger="natsbus"):
         async with natsbus.connect(perm_server.url, user="noinbox", password="noinbox-pw-2") as bus:
-            assert bus._direct is None
+            assert publish_conn(bus) is None
             assert any("main connection only" in r.getMessage() for r in caplog.records)
             assert bus.connected
 
@@ -270,7 +288,7 @@ async def test_a_server_connection_limit_leaves_the_main_one(
 ) -> None:
     with NatsServer(config="max_connections: 1\n") as server, caplog.at_level("WARNING"):
         async with natsbus.connect(server.url) as bus:
-            assert bus._direct is None
+            assert publish_conn(bus) is None
             assert any("connections exceeded" in r.getMessage() for r in caplog.records)
             await bus.jetstream_api("STREAM.CREATE.LIMIT", {"name": "LIMIT", "subjects": ["l.>"]})
             assert (await bus.publish("l.a", {"n": 1})).seq == 1
@@ -287,15 +305,15 @@ async def test_lame_duck_moves_the_publish_connection_to_another_node() -> None:
             await bus.jetstream_api(
                 "STREAM.CREATE.LDM", {"name": "LDM", "subjects": ["ldm.>"], "num_replicas": 3}
             )
-            before = bus._direct
+            before = publish_conn(bus)
             assert before is not None and before.server_name == first.server_name
             assert (await bus.publish("ldm.a", {"n": 1})).seq == 1
             first.lame_duck()
             await until(
                 lambda: (
-                    bus._direct is not None
-                    and bus._direct.ready
-                    and bus._direct.server_name not in ("", first.server_name)
+                    publish_conn(bus) is not None
+                    and publish_conn(bus).ready
+                    and publish_conn(bus).server_name not in ("", first.server_name)
                 )
             )
             seqs = []

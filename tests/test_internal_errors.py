@@ -12,7 +12,7 @@ from natsbus import _natsbus
 
 async def test_a_panic_in_spawned_work_fails_the_awaiting_task(bus: natsbus.Bus) -> None:
     with pytest.raises(natsbus.NatsbusError) as err:
-        await asyncio.wait_for(_natsbus._panic_in_runtime(bus, "boom at work"), timeout=5)
+        await asyncio.wait_for(_natsbus._panic_in_runtime(bus._core, "boom at work"), timeout=5)
     text = str(err.value)
     assert type(err.value) is natsbus.NatsbusError
     assert "natsbus internal error" in text and "boom at work" in text
@@ -26,7 +26,7 @@ async def test_a_panic_in_spawned_work_fails_the_awaiting_task(bus: natsbus.Bus)
 async def test_many_panics_do_not_wedge_the_completion_queue(bus: natsbus.Bus) -> None:
     results = await asyncio.wait_for(
         asyncio.gather(
-            *(_natsbus._panic_in_runtime(bus, "" if i % 2 else f"p{i}") for i in range(50)),
+            *(_natsbus._panic_in_runtime(bus._core, "" if i % 2 else f"p{i}") for i in range(50)),
             return_exceptions=True,
         ),
         timeout=10,

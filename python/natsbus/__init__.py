@@ -16,10 +16,10 @@ See the README for the topology file, the CLI and the full API.
 
 from __future__ import annotations
 
+from ._bus import Bus
 from ._connect import TLS, Connecting, connect
 from ._consumer import Consumer, Service
 from ._natsbus import (
-    Bus,
     Change,
     Health,
     Message,

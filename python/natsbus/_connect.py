@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
 from . import _natsbus, errors
-
-if TYPE_CHECKING:
-    from ._natsbus import Bus
+from ._bus import Bus
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -70,13 +68,13 @@ class Connecting:
 
             # Validate before connecting: a bad file fails fast and offline.
             topology = as_topology(self._topology)
-        bus: Bus = await _natsbus.connect(self._servers, **self._kwargs)
+        bus = Bus(await _natsbus.connect(self._servers, **self._kwargs))
         if self._direct_publish:
             from . import _direct
 
             await _direct.start(bus)
         if topology is not None:
-            bus._set_topology(topology)
+            bus._core.set_topology(topology)
         return bus
 
     def __await__(self) -> Generator[Any, None, Bus]:

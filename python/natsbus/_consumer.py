@@ -23,7 +23,8 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 """The default byte bound of a consumer's prefetch (8 MiB)."""
 
 if TYPE_CHECKING:
-    from ._natsbus import Bus, MessageSource
+    from ._bus import Bus
+    from ._natsbus import MessageSource
 
 log = logging.getLogger("natsbus")
 
@@ -111,7 +112,7 @@ class Consumer:
         if self._closed:
             raise ClosedError(f"consumer {self._stream}/{self._durable} is closed")
         if self._source is None:
-            self._source = await self._bus._consume(
+            self._source = await self._bus._core.open_consumer(
                 self._stream,
                 self._durable,
                 model=self._model,
@@ -324,7 +325,7 @@ class Service:
             if inspect.isawaitable(result):
                 result = await result
             if msg.reply:
-                self._bus._respond(msg.reply, b"" if result is None else result)
+                self._bus._core.respond(msg.reply, b"" if result is None else result)
             self.handled += 1
         except Exception as exc:
             self.failed += 1
@@ -332,7 +333,7 @@ class Service:
             if msg.reply:
                 text = f"{type(exc).__name__}: {exc}".replace("\r", " ").replace("\n", " ")
                 try:
-                    self._bus._respond(
+                    self._bus._core.respond(
                         msg.reply,
                         b"",
                         headers={
@@ -396,7 +397,7 @@ async def start_service(
         raise InvalidArgumentError("handler must be callable: handler(msg) -> reply data")
     if max_concurrency < 1:
         raise InvalidArgumentError("max_concurrency must be at least 1")
-    source = await bus._subscribe(subject, queue)
+    source = await bus._core.subscribe(subject, queue)
     await _warn_if_a_stream_captures(bus, subject)
     service = Service(bus, source, subject, handler, queue, max_concurrency)
     service._start()

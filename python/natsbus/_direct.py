@@ -21,7 +21,8 @@ from . import _natsbus
 from .errors import AuthError, ConnectError
 
 if TYPE_CHECKING:
-    from ._natsbus import Bus, DirectConn
+    from ._bus import Bus
+    from ._natsbus import DirectConn
 
 log = logging.getLogger("natsbus")
 
@@ -63,7 +64,7 @@ class _Protocol(_natsbus.DirectConn, asyncio.BufferedProtocol):
 class _Keeper:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        targets, tls, timeout = bus._direct_plan()
+        targets, tls, timeout = bus._core.publish_connection_plan()
         self.targets: list[tuple[str, int, bool]] = list(targets)
         self.tls = tls
         self.timeout = timeout
@@ -79,7 +80,7 @@ class _Keeper:
 
     async def open_one(self, host: str, port: int, tls_scheme: bool) -> DirectConn:
         loop = asyncio.get_running_loop()
-        conn = _Protocol(self.bus)
+        conn = _Protocol(self.bus._core.publish_setup())
         self.conn = conn
         first = self.tls is not None and self.tls[3]
         transport, _ = await loop.create_connection(
@@ -148,11 +149,11 @@ class _Keeper:
                     log.debug("natsbus: publish connection not open yet: %s", e)
                 else:
                     delay = FIRST_DELAY
-                    self.bus._direct_attach(conn)
+                    self.bus._core.attach_publish_connection(conn)
                     if not first.done():
                         first.set_result(None)
                     await conn.lost()
-                    self.bus._direct_attach(None)
+                    self.bus._core.attach_publish_connection(None)
                     log.debug("natsbus: publish connection lost; reopening")
                 if not first.done():
                     first.set_result(None)
@@ -172,6 +173,6 @@ async def start(bus: Bus) -> None:
     first: asyncio.Future[None] = loop.create_future()
     keeper = _Keeper(bus)
     task = loop.create_task(keeper.run(first), name="natsbus-publish-connection")
-    bus._direct_keep(task)
+    bus._core.keep_publish_task(task)
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.shield(first), min(keeper.timeout, FIRST_ATTEMPT_LIMIT))

@@ -2,15 +2,13 @@
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union, final
 
 from typing_extensions import Self, disjoint_base
 
-from ._consumer import Consumer, Service
-
 __all__ = [
-    "Bus",
+    "BusCore",
     "Change",
     "DirectConn",
     "DrainCallback",
@@ -20,6 +18,7 @@ __all__ = [
     "Plan",
     "Problem",
     "PubAck",
+    "PublishSetup",
     "Ready",
     "Topology",
     "__version__",
@@ -122,11 +121,15 @@ class Ready:
 class DrainCallback:
     def __call__(self, *args: Any, **kwargs: Any) -> None: ...
 
+@final
+class PublishSetup:
+    """What a publish connection needs from its bus (``BusCore.publish_setup()``)."""
+
 @disjoint_base
 class DirectConn:
     """The loop-driven publish connection (an asyncio protocol); opened by
     ``natsbus._direct``."""
-    def __new__(cls, bus: Bus) -> Self: ...
+    def __new__(cls, setup: PublishSetup) -> Self: ...
     def connection_made(self, transport: Any) -> None: ...
     def get_buffer(self, sizehint: int) -> bytearray: ...
     def buffer_updated(self, nbytes: int) -> None: ...
@@ -265,9 +268,10 @@ class MessageSource:
     def close(self, release: Sequence[Message] = ...) -> Awaitable[None]: ...
 
 @final
-class Bus:
-    """The connections to NATS: the main one and, by default, the loop-driven
-    publish connection. Create it with ``natsbus.connect()``."""
+@final
+class BusCore:
+    """The Rust half of a ``natsbus.Bus`` (which holds it as ``_core``): the
+    main connection and, by default, the loop-driven publish connection."""
     def publish(
         self,
         subject: str,
@@ -296,25 +300,8 @@ class Bus:
         headers: Optional[_Headers] = None,
         timeout: float = 5.0,
     ) -> Awaitable[Message]: ...
-    def _respond(self, reply: str, data: Any, *, headers: Optional[_Headers] = None) -> None: ...
-    def consume(
-        self,
-        stream: str,
-        durable: str,
-        *,
-        model: Any = None,
-        batch: int = 500,
-        max_bytes: int = 8388608,
-    ) -> Consumer: ...
-    def serve(
-        self,
-        subject: str,
-        handler: Callable[[Message], Any],
-        *,
-        queue: Optional[str] = None,
-        max_concurrency: int = 100,
-    ) -> Awaitable[Service]: ...
-    def _consume(
+    def respond(self, reply: str, data: Any, *, headers: Optional[_Headers] = None) -> None: ...
+    def open_consumer(
         self,
         stream: str,
         durable: str,
@@ -326,26 +313,28 @@ class Bus:
         expires: float = 30.0,
         held: Any = None,
     ) -> Awaitable[MessageSource]: ...
-    def _subscribe(
+    def subscribe(
         self, subject: str, queue: Optional[str] = None, capacity: int = 1024
     ) -> Awaitable[MessageSource]: ...
-    def _direct_attach(self, conn: Optional[DirectConn]) -> None: ...
-    def _direct_keep(self, task: asyncio.Task[None]) -> None: ...
+    def attach_publish_connection(self, conn: Optional[DirectConn]) -> None: ...
+    def keep_publish_task(self, task: asyncio.Task[None]) -> None: ...
     @property
-    def _direct(self) -> Optional[DirectConn]: ...
-    def _direct_plan(
+    def publish_connection(self) -> Optional[DirectConn]: ...
+    def publish_connection_plan(
         self,
     ) -> tuple[
         list[tuple[str, int, bool]],
         Optional[tuple[Optional[str], Optional[str], Optional[str], bool]],
         float,
     ]: ...
+    def check_open(self, *names: Optional[str]) -> None: ...
+    def publish_setup(self) -> PublishSetup: ...
     def jetstream_api(
         self, subject: str, body: Any = None, *, timeout: float = 5.0
     ) -> Awaitable[dict[str, Any]]: ...
     def stream_info(self, stream: str) -> Awaitable[dict[str, Any]]: ...
     def consumer_info(self, stream: str, durable: str) -> Awaitable[dict[str, Any]]: ...
-    def _set_topology(self, topology: _TopologyArg) -> None: ...
+    def set_topology(self, topology: _TopologyArg) -> None: ...
     @property
     def topology(self) -> Optional[Topology]: ...
     def plan(
@@ -361,10 +350,6 @@ class Bus:
     def health(self, timeout: float = 2.0) -> Awaitable[Health]: ...
     def flush(self) -> Awaitable[None]: ...
     def close(self) -> Awaitable[None]: ...
-    def __aenter__(self) -> Awaitable[Bus]: ...
-    def __aexit__(
-        self, exc_type: Optional[Any], exc: Optional[Any], tb: Optional[Any], /
-    ) -> Awaitable[None]: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -394,14 +379,14 @@ def connect(
     max_reconnects: Optional[int] = None,
     inbox_prefix: Optional[str] = None,
     domain: Optional[str] = None,
-) -> Awaitable[Bus]: ...
+) -> Awaitable[BusCore]: ...
 def _encode(obj: Any) -> tuple[bytes, bool]:
     """The publish encoder: (payload, is_json)."""
 
 def _decode(payload: bytes) -> Any:
     """The JSON decoder behind ``Message.data``."""
 
-def _panic_in_runtime(bus: Bus, message: str) -> Awaitable[None]:
+def _panic_in_runtime(bus: BusCore, message: str) -> Awaitable[None]:
     """For tests: work on the runtime that panics with ``message``."""
 
 def parse_duration(text: str) -> float:
