@@ -173,10 +173,21 @@ async def test_unencodable_payloads_raise_encode_error(
     assert await message_count(bus, stream) == 0
 
 
-@pytest.mark.parametrize("subject", ["", "a b", "a..b", "x.*", "x.>", ".x"])
-async def test_invalid_subjects(bus: natsbus.Bus, subject: str) -> None:
-    with pytest.raises(natsbus.InvalidArgumentError):
+@pytest.mark.parametrize(
+    ("subject", "says"),
+    [
+        ("", "empty"), ("a b", "whitespace"), ("a\r\nPUB x 1", "whitespace"),
+        ("a..b", "empty token"), (".x", "empty token"), ("x.*", "wildcard"),
+        ("x.>", "wildcard"), ("x.>.y", "last token"),
+    ],
+)  # fmt: skip
+async def test_invalid_subjects(bus: natsbus.Bus, subject: str, says: str) -> None:
+    """One subject rule for streams and publishes (core/src/subjects.rs), on both paths."""
+    with pytest.raises(natsbus.InvalidArgumentError, match=says):
         await bus.publish(subject, b"x")
+    with pytest.raises(natsbus.BatchPublishError) as err:
+        await bus.publish_many([(subject, b"x")])
+    assert says in str(err.value.errors[0])
 
 
 async def test_bad_header_and_timeout_arguments(bus: natsbus.Bus) -> None:

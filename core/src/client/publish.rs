@@ -118,17 +118,11 @@ pub fn check_publish_subject(subject: &str) -> Result<()> {
             subject.len()
         )));
     }
-    if subject.contains(|c: char| c.is_whitespace()) {
-        return Err(Error::invalid(format!(
-            "invalid subject {subject:?}: subjects cannot contain whitespace"
-        )));
+    // The one subject rule (core/src/subjects.rs), plus: no wildcards.
+    if let Some(problem) = crate::subjects::subject_problem(subject) {
+        return Err(Error::invalid(format!("invalid subject {problem}")));
     }
-    if subject.starts_with('.') || subject.ends_with('.') || subject.contains("..") {
-        return Err(Error::invalid(format!(
-            "invalid subject {subject:?}: empty token (leading, trailing or double dot)"
-        )));
-    }
-    if subject.split('.').any(|t| t == "*" || t == ">") {
+    if !crate::subjects::is_literal(subject) {
         return Err(Error::invalid(format!(
             "invalid subject {subject:?}: cannot publish to a wildcard subject"
         )));
