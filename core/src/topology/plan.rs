@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::live::{LiveState, LiveStream};
 use super::normalize::{
-    self, filters, flag, is_empty, same, text, CONSUMER_IGNORED, STREAM_IGNORED,
+    self, filters, flag, is_empty, same, text, text_list, CONSUMER_IGNORED, STREAM_IGNORED,
 };
 use super::schema::{Field, Kind, Version, CONSUMER_FIELDS, STREAM_FIELDS};
 use super::units::{format_duration, format_size};
@@ -276,7 +276,7 @@ pub fn plan(desired: &Topology, live: &LiveState, opts: &PlanOptions) -> Plan {
         .filter(|s| !declared.contains(&s.name.as_str()))
         .flat_map(|s| {
             let n = normalize::stream(s.config_map());
-            subject_list(&n)
+            text_list(&n, "subjects")
                 .into_iter()
                 .map(move |subj| (s.name.clone(), subj))
         })
@@ -322,17 +322,6 @@ fn unmanaged(stream: &str, consumer: Option<&str>) -> Change {
     }
 }
 
-fn subject_list(n: &Map<String, Value>) -> Vec<String> {
-    n.get("subjects")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Plan one stream and its consumers. `foreign` lists (stream, subject) of
 /// live streams the topology does not declare.
 pub(crate) fn plan_stream(
@@ -344,7 +333,7 @@ pub(crate) fn plan_stream(
     let desired = normalize::stream(&spec.config);
     let mut verdict = Verdict::default();
     unsupported_fields(&mut verdict, &spec.config, STREAM_FIELDS, version, "stream");
-    for subj in subject_list(&desired) {
+    for subj in text_list(&desired, "subjects") {
         if let Some((other, theirs)) = foreign.iter().find(|(_, s)| collide(&subj, s)) {
             verdict.block(format!(
                 "subject {subj:?} overlaps {theirs:?} of stream {other}, which is on the server but not in this topology; the server would refuse it (10065): change the subject or move it out of {other} first"

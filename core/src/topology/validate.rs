@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::normalize::{self, filters, flag, int, text, MIN_WINDOW};
+use super::normalize::{self, filters, flag, int, text, text_list, MIN_WINDOW};
 use super::schema::Ctx;
 use super::source::join;
 use super::units::{format_duration, NS_PER_SEC};
@@ -28,9 +28,36 @@ pub fn validate(ctx: &mut Ctx, streams: &[StreamSpec]) {
     cross_stream_overlap(ctx, streams);
 }
 
+/// What every stream rule reads: the spec, its config as written, the
+/// config normalized with the server's defaults, and its path for messages.
+#[derive(Clone, Copy)]
+struct StreamCx<'a> {
+    s: &'a StreamSpec,
+    c: &'a Map<String, Value>,
+    n: &'a Map<String, Value>,
+    path: &'a str,
+}
+
+/// The stream rules, each one check with its own message (subjects and
+/// consumers have rules of their own).
+const STREAM_RULES: &[fn(&mut Ctx, &StreamCx)] = &[
+    replicas,
+    windows,
+    mirror_and_sources,
+    rollups,
+    discard_new_per_subject,
+    delete_marker_ttl,
+    counters,
+    schedules,
+    persist_mode,
+    placement,
+    republish,
+    consumer_limits,
+    max_consumers,
+];
+
 fn stream(ctx: &mut Ctx, s: &StreamSpec) {
     let path = join("streams", &s.name);
-    let at = |f: &str| join(&path, f);
     let c = &s.config;
     if let Some(p) = name_problem(&s.name) {
         ctx.problem(&path, format!("invalid stream name: {p}"));
@@ -38,16 +65,45 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
     let n = normalize::stream(c);
     metadata_and_description(ctx, c, &path);
 
+    let x = StreamCx {
+        s,
+        c,
+        n: &n,
+        path: &path,
+    };
+    for rule in STREAM_RULES {
+        rule(ctx, &x);
+    }
+    stream_subjects(ctx, s, &n);
+    let derived = c.contains_key("mirror")
+        || c.get("sources")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+
+    for cons in &s.consumers {
+        consumer(ctx, s, &n, cons, derived);
+    }
+    workqueue_consumers(ctx, s, &n);
+}
+
+/// At most five replicas, and not negative.
+fn replicas(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, path, .. } = *x;
     let replicas = int(c, "num_replicas");
     if replicas > MAX_REPLICAS {
         ctx.problem(
-            &replicas_field(ctx, &path),
+            &replicas_field(ctx, path),
             format!("{replicas} replicas: the server allows at most {MAX_REPLICAS}"),
         );
     } else if replicas < 0 {
-        ctx.problem(&replicas_field(ctx, &path), "replicas can not be negative");
+        ctx.problem(&replicas_field(ctx, path), "replicas can not be negative");
     }
+}
 
+/// `max_age` and `duplicate_window` at least 100ms, and no duplicate window longer than `max_age`.
+fn windows(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     let max_age = int(c, "max_age");
     if max_age > 0 && max_age < MIN_WINDOW {
         ctx.problem(
@@ -81,11 +137,12 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             );
         }
     }
+}
 
-    let derived = c.contains_key("mirror")
-        || c.get("sources")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
+/// A mirror has no subjects, sources or delete markers and names its origin; every source names its stream.
+fn mirror_and_sources(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if c.contains_key("mirror") {
         if c.get("subjects")
             .and_then(Value::as_array)
@@ -137,29 +194,44 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             }
         }
     }
+}
 
-    stream_subjects(ctx, s, &n);
-
-    if flag(&n, "deny_purge") && flag(&n, "allow_rollup_hdrs") {
+/// Roll-ups purge, so they need `deny_purge: false`.
+fn rollups(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
+    if flag(n, "deny_purge") && flag(n, "allow_rollup_hdrs") {
         ctx.problem(
             &at("allow_rollup_hdrs"),
             "roll-ups purge messages, so they need deny_purge: false",
         );
     }
+}
+
+/// `discard_new_per_subject` needs `discard: new` and a per-subject limit.
+fn discard_new_per_subject(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if flag(c, "discard_new_per_subject") {
-        if text(&n, "discard") != "new" {
+        if text(n, "discard") != "new" {
             ctx.problem(
                 &at("discard_new_per_subject"),
                 "discard_new_per_subject needs discard: new",
             );
         }
-        if int(&n, "max_msgs_per_subject") <= 0 {
+        if int(n, "max_msgs_per_subject") <= 0 {
             ctx.problem(
                 &at("discard_new_per_subject"),
                 "discard_new_per_subject needs max_msgs_per_subject > 0",
             );
         }
     }
+}
+
+/// Subject delete markers live at least 1s.
+fn delete_marker_ttl(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     let sdm = int(c, "subject_delete_marker_ttl");
     if sdm > 0 && sdm < NS_PER_SEC {
         ctx.problem(
@@ -167,13 +239,19 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             format!("{} is below the minimum of 1s", format_duration(sdm)),
         );
     }
+}
+
+/// Counter streams: no `discard: new`, TTLs, schedules, or retention other than limits.
+fn counters(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if flag(c, "allow_msg_counter") {
         for (bad, why) in [
-            (text(&n, "discard") == "new", "discard: new"),
-            (flag(&n, "allow_msg_ttl"), "message TTLs"),
-            (flag(&n, "allow_msg_schedules"), "message schedules"),
+            (text(n, "discard") == "new", "discard: new"),
+            (flag(n, "allow_msg_ttl"), "message TTLs"),
+            (flag(n, "allow_msg_schedules"), "message schedules"),
             (
-                text(&n, "retention") != "limits",
+                text(n, "retention") != "limits",
                 "a retention other than limits",
             ),
         ] {
@@ -185,20 +263,32 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             }
         }
     }
-    if flag(c, "allow_msg_schedules") && text(&n, "discard") == "new" {
+}
+
+/// Message schedules do not work with `discard: new`.
+fn schedules(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
+    if flag(c, "allow_msg_schedules") && text(n, "discard") == "new" {
         ctx.problem(
             &at("allow_msg_schedules"),
             "message schedules can not be used with discard: new",
         );
     }
+}
+
+/// Async persistence: file storage, one replica, no atomic batches.
+fn persist_mode(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if text(c, "persist_mode") == "async" {
-        if text(&n, "storage") != "file" {
+        if text(n, "storage") != "file" {
             ctx.problem(
                 &at("persist_mode"),
                 "async persist mode needs storage: file",
             );
         }
-        if int(&n, "num_replicas") > 1 {
+        if int(n, "num_replicas") > 1 {
             ctx.problem(
                 &at("persist_mode"),
                 "async persist mode is not supported on replicated streams",
@@ -211,6 +301,12 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             );
         }
     }
+}
+
+/// The server does not accept a preferred server in `placement`.
+fn placement(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if let Some(Value::Object(p)) = c.get("placement") {
         if !text(p, "preferred").is_empty() {
             ctx.problem(
@@ -219,6 +315,12 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             );
         }
     }
+}
+
+/// Republish needs a valid destination outside the stream's own subjects (no cycle).
+fn republish(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if let Some(Value::Object(r)) = c.get("republish") {
         let dest = text(r, "dest");
         let src = if text(r, "src").is_empty() {
@@ -233,13 +335,19 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             );
         } else if let Some(p) = subjects::subject_problem(dest) {
             ctx.problem(&at("republish.dest"), p);
-        } else if let Some(subj) = subject_list(&n).iter().find(|s| collide(dest, s)) {
+        } else if let Some(subj) = text_list(n, "subjects").iter().find(|s| collide(dest, s)) {
             ctx.problem(&at("republish.dest"), format!("republishing to {dest:?} would feed the stream's own subject {subj:?} (a cycle): pick a destination outside the stream's subjects"));
         }
         if let Some(p) = subjects::subject_problem(src) {
             ctx.problem(&at("republish.src"), p);
         }
     }
+}
+
+/// `consumer_limits.max_ack_pending` is not negative.
+fn consumer_limits(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { c, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if let Some(Value::Object(limits)) = c.get("consumer_limits") {
         if int(limits, "max_ack_pending") < 0 {
             ctx.problem(
@@ -248,7 +356,13 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             );
         }
     }
-    let max_consumers = int(&n, "max_consumers");
+}
+
+/// No more consumers declared than `max_consumers` allows.
+fn max_consumers(ctx: &mut Ctx, x: &StreamCx) {
+    let StreamCx { s, n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
+    let max_consumers = int(n, "max_consumers");
     if max_consumers > 0 && s.consumers.len() as i64 > max_consumers {
         ctx.problem(
             &at("max_consumers"),
@@ -258,11 +372,6 @@ fn stream(ctx: &mut Ctx, s: &StreamSpec) {
             ),
         );
     }
-
-    for cons in &s.consumers {
-        consumer(ctx, s, &n, cons, derived);
-    }
-    workqueue_consumers(ctx, s, &n);
 }
 
 /// `replicas` when the file spelled it that way (so the problem points at it).
@@ -273,17 +382,6 @@ fn replicas_field(ctx: &Ctx, path: &str) -> String {
     } else {
         join(path, "num_replicas")
     }
-}
-
-fn subject_list(n: &Map<String, Value>) -> Vec<String> {
-    n.get("subjects")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn metadata_and_description(ctx: &mut Ctx, c: &Map<String, Value>, path: &str) {
@@ -313,7 +411,7 @@ fn metadata_and_description(ctx: &mut Ctx, c: &Map<String, Value>, path: &str) {
 
 fn stream_subjects(ctx: &mut Ctx, s: &StreamSpec, n: &Map<String, Value>) {
     let path = join(&join("streams", &s.name), "subjects");
-    let subjects = subject_list(n);
+    let subjects = text_list(n, "subjects");
     // Without subjects the server captures the stream's name, which the name
     // check already covers.
     if !s.config.contains_key("subjects") {
@@ -362,7 +460,7 @@ fn cross_stream_overlap(ctx: &mut Ctx, streams: &[StreamSpec]) {
             let n = normalize::stream(&s.config);
             (
                 s.name.clone(),
-                subject_list(&n),
+                text_list(&n, "subjects"),
                 s.config.contains_key("subjects"),
             )
         })
@@ -394,6 +492,38 @@ fn cross_stream_overlap(ctx: &mut Ctx, streams: &[StreamSpec]) {
     }
 }
 
+/// What every consumer rule reads: the consumer's config, its stream's
+/// normalized config, and what is derived from them once.
+#[derive(Clone, Copy)]
+struct ConsumerCx<'a> {
+    c: &'a Map<String, Value>,
+    n: &'a Map<String, Value>,
+    path: &'a str,
+    ack: &'a str,
+    push: bool,
+    retention: &'a str,
+    deliver: &'a str,
+    /// Every filter with the path of the field it came from.
+    all_filters: &'a [(String, String)],
+    stream_subjects: &'a [String],
+    /// A mirror or a stream with sources: its subjects are not its own.
+    derived: bool,
+    both_filter_forms: bool,
+}
+
+/// The consumer rules, each one check with its own message.
+const CONSUMER_RULES: &[fn(&mut Ctx, &ConsumerCx)] = &[
+    filter_subjects,
+    backoff,
+    start_position,
+    push_or_pull,
+    flow_control,
+    priority_groups,
+    replicas_of_consumer,
+    stream_consumer_limits,
+    workqueue,
+];
+
 fn consumer(
     ctx: &mut Ctx,
     s: &StreamSpec,
@@ -413,18 +543,7 @@ fn consumer(
     let retention = text(n, "retention");
 
     let single = text(c, "filter_subject");
-    let list: Vec<String> = c
-        .get("filter_subjects")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !single.is_empty() && !list.is_empty() {
-        ctx.problem(&at("filter_subjects"), "give either filter_subject or filter_subjects, not both (put all filters in filter_subjects)");
-    }
+    let list = text_list(c, "filter_subjects");
     let mut all_filters: Vec<(String, String)> = Vec::new();
     if c.contains_key("filter_subject") {
         all_filters.push((at("filter_subject"), single.to_string()));
@@ -432,7 +551,37 @@ fn consumer(
     for (i, f) in list.iter().enumerate() {
         all_filters.push((join(&at("filter_subjects"), &i.to_string()), f.clone()));
     }
-    let stream_subjects = subject_list(n);
+    let stream_subjects = text_list(n, "subjects");
+    let x = ConsumerCx {
+        c,
+        n,
+        path: &path,
+        ack,
+        push,
+        retention,
+        deliver: text(c, "deliver_policy"),
+        all_filters: &all_filters,
+        stream_subjects: &stream_subjects,
+        derived,
+        both_filter_forms: !single.is_empty() && !list.is_empty(),
+    };
+    for rule in CONSUMER_RULES {
+        rule(ctx, &x);
+    }
+}
+
+/// Filters: one form, valid, not overlapping each other (10138), and matching something the stream captures (stricter than the server).
+fn filter_subjects(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx {
+        all_filters,
+        stream_subjects,
+        derived,
+        ..
+    } = *x;
+    let at = |f: &str| join(x.path, f);
+    if x.both_filter_forms {
+        ctx.problem(&at("filter_subjects"), "give either filter_subject or filter_subjects, not both (put all filters in filter_subjects)");
+    }
     for (i, (p, f)) in all_filters.iter().enumerate() {
         if let Some(problem) = subjects::subject_problem(f) {
             ctx.problem(p, format!("invalid filter: {problem}"));
@@ -452,7 +601,12 @@ fn consumer(
             );
         }
     }
+}
 
+/// `max_deliver` above the number of `backoff` steps (the server needs at least as many), and backoff only with acks.
+fn backoff(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx { c, ack, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     let max_deliver = int(c, "max_deliver");
     let backoff = c
         .get("backoff")
@@ -477,8 +631,17 @@ fn consumer(
             "backoff applies to redeliveries, which need an ack policy other than none",
         );
     }
+}
 
-    let deliver = text(c, "deliver_policy");
+/// A start sequence or time exactly when the deliver policy uses it; `last_per_subject` needs a filter.
+fn start_position(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx {
+        c,
+        deliver,
+        all_filters,
+        ..
+    } = *x;
+    let at = |f: &str| join(x.path, f);
     let has_seq = int(c, "opt_start_seq") > 0;
     let has_time = c.contains_key("opt_start_time");
     match deliver {
@@ -509,7 +672,18 @@ fn consumer(
             "last_per_subject needs filter_subject or filter_subjects",
         );
     }
+}
 
+/// Settings that belong to push consumers only, or to pull consumers only.
+fn push_or_pull(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx {
+        c,
+        ack,
+        push,
+        stream_subjects,
+        ..
+    } = *x;
+    let at = |f: &str| join(x.path, f);
     if push {
         let ds = text(c, "deliver_subject");
         if let Some(p) = subjects::subject_problem(ds) {
@@ -566,6 +740,12 @@ fn consumer(
             ctx.problem(&at("max_expires"), "max_expires must be at least 1ms");
         }
     }
+}
+
+/// Flow control needs heartbeats, and the flow_control ack policy a push consumer.
+fn flow_control(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx { c, ack, push, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     if flag(c, "flow_control") && int(c, "idle_heartbeat") == 0 && push {
         ctx.problem(&at("flow_control"), "flow_control needs idle_heartbeat");
     }
@@ -575,6 +755,12 @@ fn consumer(
             "ack_policy flow_control needs a push consumer (deliver_subject)",
         );
     }
+}
+
+/// A priority policy needs named priority groups.
+fn priority_groups(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx { c, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     let policy = text(c, "priority_policy");
     if !policy.is_empty() && policy != "none" {
         let groups = c
@@ -595,11 +781,21 @@ fn consumer(
             );
         }
     }
+}
 
+/// Replicas: not negative, at most the stream's, and equal to it on interest and workqueue streams.
+fn replicas_of_consumer(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx {
+        c,
+        n,
+        path,
+        retention,
+        ..
+    } = *x;
     // Replicas relative to the stream.
     let replicas = int(c, "num_replicas");
     let stream_replicas = int(n, "num_replicas");
-    let rf = replicas_field(ctx, &path);
+    let rf = replicas_field(ctx, path);
     if replicas < 0 {
         ctx.problem(&rf, "replicas can not be negative");
     } else if replicas > stream_replicas {
@@ -613,6 +809,12 @@ fn consumer(
             format!("on a {retention} stream a consumer's replicas must equal the stream's ({stream_replicas}) or be left out"),
         );
     }
+}
+
+/// The stream's `consumer_limits` cap `max_ack_pending` and `inactive_threshold`.
+fn stream_consumer_limits(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx { c, n, .. } = *x;
+    let at = |f: &str| join(x.path, f);
     // Stream consumer limits cap consumers.
     let limits = n
         .get("consumer_limits")
@@ -639,7 +841,17 @@ fn consumer(
             ),
         );
     }
+}
 
+/// On a workqueue stream: explicit acks, deliver all.
+fn workqueue(ctx: &mut Ctx, x: &ConsumerCx) {
+    let ConsumerCx {
+        ack,
+        retention,
+        deliver,
+        ..
+    } = *x;
+    let at = |f: &str| join(x.path, f);
     if retention == "workqueue" {
         if ack != "explicit" && ack != "flow_control" {
             ctx.problem(&at("ack_policy"), format!("a workqueue stream needs ack_policy: explicit (got {ack}): messages are removed when acked"));
