@@ -396,326 +396,395 @@ fn range_problem(v: &Value) -> Option<String> {
     })
 }
 
+/// Convert `value` to the wire form of `kind`, reporting a problem at `p`
+/// when it does not fit. One function per kind below.
 pub fn convert_value(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Option<Value> {
-    let is_unlimited =
-        |v: &Value| matches!(v, Value::String(s) if s.trim().eq_ignore_ascii_case("unlimited"));
     match kind {
         Kind::Raw => Some(value.clone()),
-        Kind::Str => match value {
-            Value::String(s) => Some(Value::String(s.clone())),
-            Value::Number(n) => Some(Value::String(n.to_string())),
-            other => {
-                ctx.problem(p, format!("expected text, got {}", describe(other)));
+        Kind::Str => convert_text(ctx, value, p),
+        Kind::Bool => convert_boolean(ctx, value, p),
+        Kind::Int | Kind::UInt => convert_integer(ctx, value, kind, p),
+        Kind::Count => convert_count(ctx, value, p),
+        Kind::Size | Kind::Size32 => convert_size(ctx, value, kind, p),
+        Kind::Duration | Kind::MaxAge => convert_duration(ctx, value, kind, p),
+        Kind::DurationList => convert_duration_list(ctx, value, p),
+        Kind::Enum(allowed) => convert_enumerated(ctx, value, allowed, p),
+        Kind::Subject => convert_subject(ctx, value, p),
+        Kind::Subjects | Kind::StrList => convert_string_list(ctx, value, kind, p),
+        Kind::Time => convert_time(ctx, value, p),
+        Kind::Map => convert_map(ctx, value, p),
+        Kind::Object(fields) => convert_one_object(ctx, value, fields, p),
+        Kind::ObjectList(fields) => convert_object_list(ctx, value, fields, p),
+        Kind::SampleFreq => convert_sample_frequency(ctx, value, p),
+    }
+}
+
+fn is_unlimited(v: &Value) -> bool {
+    matches!(v, Value::String(s) if s.trim().eq_ignore_ascii_case("unlimited"))
+}
+
+fn convert_text(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    match value {
+        Value::String(s) => Some(Value::String(s.clone())),
+        Value::Number(n) => Some(Value::String(n.to_string())),
+        other => {
+            ctx.problem(p, format!("expected text, got {}", describe(other)));
+            None
+        }
+    }
+}
+
+fn convert_boolean(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    match value {
+        Value::Bool(b) => Some(Value::Bool(*b)),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" => Some(Value::Bool(true)),
+            "false" | "no" | "off" => Some(Value::Bool(false)),
+            _ => {
+                ctx.problem(p, format!("expected true or false, got {s:?}"));
                 None
             }
         },
-        Kind::Bool => match value {
-            Value::Bool(b) => Some(Value::Bool(*b)),
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "yes" | "on" => Some(Value::Bool(true)),
-                "false" | "no" | "off" => Some(Value::Bool(false)),
-                _ => {
-                    ctx.problem(p, format!("expected true or false, got {s:?}"));
-                    None
-                }
-            },
-            other => {
+        other => {
+            ctx.problem(
+                p,
+                format!("expected true or false, got {}", describe(other)),
+            );
+            None
+        }
+    }
+}
+
+fn convert_integer(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Option<Value> {
+    match (value, as_int(value)) {
+        (Value::Number(n), _) if kind == Kind::UInt && n.is_u64() => Some(value.clone()),
+        (_, Some(i)) if kind == Kind::UInt && i < 0 => {
+            ctx.problem(p, format!("must not be negative, got {i}"));
+            None
+        }
+        (_, Some(i)) => Some(Value::from(i)),
+        (other, None) => {
+            let problem = range_problem(other)
+                .unwrap_or_else(|| format!("expected a whole number, got {}", describe(other)));
+            ctx.problem(p, problem);
+            None
+        }
+    }
+}
+
+fn convert_count(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    if is_unlimited(value) {
+        return Some(Value::from(-1));
+    }
+    match as_int(value) {
+        Some(i) if i >= -1 => Some(Value::from(i)),
+        Some(i) => {
+            ctx.problem(
+                p,
+                format!("{i} is not allowed: use a positive number, or -1/unlimited for no limit"),
+            );
+            None
+        }
+        None => {
+            let problem = range_problem(value).unwrap_or_else(|| {
+                format!(
+                    "expected a whole number or unlimited, got {}",
+                    describe(value)
+                )
+            });
+            ctx.problem(p, problem);
+            None
+        }
+    }
+}
+
+fn convert_size(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Option<Value> {
+    let bytes = if is_unlimited(value) {
+        Ok(-1)
+    } else {
+        match value {
+            Value::Number(_) => as_int(value).ok_or_else(|| {
+                range_problem(value)
+                    .unwrap_or_else(|| format!("{value} is not a whole number of bytes"))
+            }),
+            Value::String(s) => parse_size(s),
+            other => Err(format!(
+                "expected a size (like 512KB, 1GB) or bytes, got {}",
+                describe(other)
+            )),
+        }
+    };
+    match bytes {
+        Ok(b) if b < -1 => {
+            ctx.problem(
+                p,
+                format!("{b} is not allowed: use a size, or -1/unlimited for no limit"),
+            );
+            None
+        }
+        Ok(b) if kind == Kind::Size32 && b > i64::from(i32::MAX) => {
+            ctx.problem(p, format!("{b} bytes is more than the server allows here (at most {} bytes, just under 2GiB)", i32::MAX));
+            None
+        }
+        Ok(b) => Some(Value::from(b)),
+        Err(e) => {
+            ctx.problem(p, e);
+            None
+        }
+    }
+}
+
+fn convert_duration(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Option<Value> {
+    if kind == Kind::MaxAge && (is_unlimited(value) || as_int(value) == Some(-1)) {
+        return Some(Value::from(0));
+    }
+    match duration_of(value) {
+        Ok(ns) if ns < 0 => {
+            ctx.problem(
+                p,
+                format!("a duration can not be negative, got {}", describe(value)),
+            );
+            None
+        }
+        Ok(ns) => Some(Value::from(ns)),
+        Err(e) => {
+            ctx.problem(p, e);
+            None
+        }
+    }
+}
+
+fn convert_duration_list(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    let Value::Array(items) = value else {
+        ctx.problem(
+            p,
+            format!(
+                "expected a list of durations (like [1s, 5s, 30s]), got {}",
+                describe(value)
+            ),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match duration_of(item) {
+            Ok(ns) if ns > 0 => out.push(Value::from(ns)),
+            Ok(_) => {
                 ctx.problem(
-                    p,
-                    format!("expected true or false, got {}", describe(other)),
+                    &join(p, &i.to_string()),
+                    "each step must be a positive duration",
                 );
-                None
+                ok = false;
             }
-        },
-        Kind::Int | Kind::UInt => match (value, as_int(value)) {
-            (Value::Number(n), _) if kind == Kind::UInt && n.is_u64() => Some(value.clone()),
-            (_, Some(i)) if kind == Kind::UInt && i < 0 => {
-                ctx.problem(p, format!("must not be negative, got {i}"));
-                None
-            }
-            (_, Some(i)) => Some(Value::from(i)),
-            (other, None) => {
-                let problem = range_problem(other)
-                    .unwrap_or_else(|| format!("expected a whole number, got {}", describe(other)));
-                ctx.problem(p, problem);
-                None
-            }
-        },
-        Kind::Count => {
-            if is_unlimited(value) {
-                return Some(Value::from(-1));
-            }
-            match as_int(value) {
-                Some(i) if i >= -1 => Some(Value::from(i)),
-                Some(i) => {
-                    ctx.problem(p, format!("{i} is not allowed: use a positive number, or -1/unlimited for no limit"));
-                    None
-                }
-                None => {
-                    let problem = range_problem(value).unwrap_or_else(|| {
-                        format!(
-                            "expected a whole number or unlimited, got {}",
-                            describe(value)
-                        )
-                    });
-                    ctx.problem(p, problem);
-                    None
-                }
+            Err(e) => {
+                ctx.problem(&join(p, &i.to_string()), e);
+                ok = false;
             }
         }
-        Kind::Size | Kind::Size32 => {
-            let bytes = if is_unlimited(value) {
-                Ok(-1)
-            } else {
-                match value {
-                    Value::Number(_) => as_int(value).ok_or_else(|| {
-                        range_problem(value)
-                            .unwrap_or_else(|| format!("{value} is not a whole number of bytes"))
-                    }),
-                    Value::String(s) => parse_size(s),
-                    other => Err(format!(
-                        "expected a size (like 512KB, 1GB) or bytes, got {}",
-                        describe(other)
-                    )),
-                }
-            };
-            match bytes {
-                Ok(b) if b < -1 => {
-                    ctx.problem(
-                        p,
-                        format!("{b} is not allowed: use a size, or -1/unlimited for no limit"),
-                    );
-                    None
-                }
-                Ok(b) if kind == Kind::Size32 && b > i64::from(i32::MAX) => {
-                    ctx.problem(p, format!("{b} bytes is more than the server allows here (at most {} bytes, just under 2GiB)", i32::MAX));
-                    None
-                }
-                Ok(b) => Some(Value::from(b)),
-                Err(e) => {
-                    ctx.problem(p, e);
-                    None
-                }
-            }
+    }
+    ok.then_some(Value::Array(out))
+}
+
+fn convert_enumerated(
+    ctx: &mut Ctx,
+    value: &Value,
+    allowed: &'static [&'static str],
+    p: &str,
+) -> Option<Value> {
+    let Value::String(s) = value else {
+        ctx.problem(
+            p,
+            format!(
+                "expected one of {}, got {}",
+                allowed.join(", "),
+                describe(value)
+            ),
+        );
+        return None;
+    };
+    let lower = s.trim().to_ascii_lowercase();
+    let canon = enum_alias(&lower);
+    if allowed.contains(&canon) {
+        Some(Value::String(canon.to_string()))
+    } else {
+        let hint = closest(&lower, allowed.iter().copied())
+            .map(|c| format!(" (did you mean {c:?}?)"))
+            .unwrap_or_default();
+        ctx.problem(
+            p,
+            format!("{s:?} is not one of {}{hint}", allowed.join(", ")),
+        );
+        None
+    }
+}
+
+fn convert_subject(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    match value {
+        Value::String(s) => Some(Value::String(s.clone())),
+        other => {
+            ctx.problem(p, format!("expected a subject, got {}", describe(other)));
+            None
         }
-        Kind::Duration | Kind::MaxAge => {
-            if kind == Kind::MaxAge && (is_unlimited(value) || as_int(value) == Some(-1)) {
-                return Some(Value::from(0));
-            }
-            match duration_of(value) {
-                Ok(ns) if ns < 0 => {
-                    ctx.problem(
-                        p,
-                        format!("a duration can not be negative, got {}", describe(value)),
-                    );
-                    None
-                }
-                Ok(ns) => Some(Value::from(ns)),
-                Err(e) => {
-                    ctx.problem(p, e);
-                    None
-                }
-            }
+    }
+}
+
+fn convert_string_list(ctx: &mut Ctx, value: &Value, kind: Kind, p: &str) -> Option<Value> {
+    match value {
+        // A single subject is accepted where a list is expected.
+        Value::String(s) if kind == Kind::Subjects => {
+            Some(Value::Array(vec![Value::String(s.clone())]))
         }
-        Kind::DurationList => {
-            let Value::Array(items) = value else {
-                ctx.problem(
-                    p,
-                    format!(
-                        "expected a list of durations (like [1s, 5s, 30s]), got {}",
-                        describe(value)
-                    ),
-                );
-                return None;
-            };
+        Value::Array(items) => {
             let mut out = Vec::new();
-            let mut ok = true;
             for (i, item) in items.iter().enumerate() {
-                match duration_of(item) {
-                    Ok(ns) if ns > 0 => out.push(Value::from(ns)),
-                    Ok(_) => {
-                        ctx.problem(
-                            &join(p, &i.to_string()),
-                            "each step must be a positive duration",
-                        );
-                        ok = false;
-                    }
-                    Err(e) => {
-                        ctx.problem(&join(p, &i.to_string()), e);
-                        ok = false;
-                    }
-                }
-            }
-            ok.then_some(Value::Array(out))
-        }
-        Kind::Enum(allowed) => {
-            let Value::String(s) = value else {
-                ctx.problem(
-                    p,
-                    format!(
-                        "expected one of {}, got {}",
-                        allowed.join(", "),
-                        describe(value)
+                match item {
+                    Value::String(s) => out.push(Value::String(s.clone())),
+                    other => ctx.problem(
+                        &join(p, &i.to_string()),
+                        format!("expected text, got {}", describe(other)),
                     ),
-                );
-                return None;
-            };
-            let lower = s.trim().to_ascii_lowercase();
-            let canon = enum_alias(&lower);
-            if allowed.contains(&canon) {
-                Some(Value::String(canon.to_string()))
-            } else {
-                let hint = closest(&lower, allowed.iter().copied())
-                    .map(|c| format!(" (did you mean {c:?}?)"))
-                    .unwrap_or_default();
-                ctx.problem(
-                    p,
-                    format!("{s:?} is not one of {}{hint}", allowed.join(", ")),
-                );
-                None
+                }
             }
+            (out.len() == items.len()).then_some(Value::Array(out))
         }
-        Kind::Subject => match value {
-            Value::String(s) => Some(Value::String(s.clone())),
-            other => {
-                ctx.problem(p, format!("expected a subject, got {}", describe(other)));
-                None
-            }
-        },
-        Kind::Subjects | Kind::StrList => match value {
-            // A single subject is accepted where a list is expected.
-            Value::String(s) if kind == Kind::Subjects => {
-                Some(Value::Array(vec![Value::String(s.clone())]))
-            }
-            Value::Array(items) => {
-                let mut out = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) => out.push(Value::String(s.clone())),
-                        other => ctx.problem(
-                            &join(p, &i.to_string()),
-                            format!("expected text, got {}", describe(other)),
-                        ),
-                    }
-                }
-                (out.len() == items.len()).then_some(Value::Array(out))
-            }
-            other => {
-                ctx.problem(
-                    p,
-                    format!("expected a list of strings, got {}", describe(other)),
-                );
-                None
-            }
-        },
-        Kind::Time => match value {
-            Value::String(s) => {
-                match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                {
-                    Ok(_) => Some(Value::String(s.clone())),
-                    Err(e) => {
-                        ctx.problem(
-                            p,
-                            format!("{s:?} is not an RFC 3339 time like 2024-01-31T12:00:00Z: {e}"),
-                        );
-                        None
-                    }
-                }
-            }
-            other => {
-                ctx.problem(
-                    p,
-                    format!("expected an RFC 3339 time, got {}", describe(other)),
-                );
-                None
-            }
-        },
-        Kind::Map => match value {
-            Value::Object(m) => {
-                let mut out = Map::new();
-                for (k, v) in m {
-                    match v {
-                        Value::String(s) => {
-                            out.insert(k.clone(), Value::String(s.clone()));
-                        }
-                        Value::Number(_) | Value::Bool(_) => {
-                            out.insert(k.clone(), Value::String(v.to_string()));
-                        }
-                        other => ctx.problem(
-                            &join(p, k),
-                            format!("metadata values must be text, got {}", describe(other)),
-                        ),
-                    }
-                }
-                Some(Value::Object(out))
-            }
-            other => {
-                ctx.problem(
-                    p,
-                    format!(
-                        "expected a mapping of text to text, got {}",
-                        describe(other)
-                    ),
-                );
-                None
-            }
-        },
-        Kind::Object(fields) => match value {
-            Value::Object(m) => Some(Value::Object(convert_object(ctx, m, fields, p, &[]))),
-            other => {
-                ctx.problem(p, format!("expected a mapping, got {}", describe(other)));
-                None
-            }
-        },
-        Kind::ObjectList(fields) => match value {
-            Value::Array(items) => {
-                let mut out = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    let ip = join(p, &i.to_string());
-                    match item {
-                        Value::Object(m) => {
-                            out.push(Value::Object(convert_object(ctx, m, fields, &ip, &[])))
-                        }
-                        other => {
-                            ctx.problem(&ip, format!("expected a mapping, got {}", describe(other)))
-                        }
-                    }
-                }
-                Some(Value::Array(out))
-            }
-            other => {
-                ctx.problem(
-                    p,
-                    format!("expected a list of mappings, got {}", describe(other)),
-                );
-                None
-            }
-        },
-        Kind::SampleFreq => {
-            let text = match value {
-                Value::String(s) => s.trim().to_string(),
-                Value::Number(n) => n.to_string(),
-                other => {
+        other => {
+            ctx.problem(
+                p,
+                format!("expected a list of strings, got {}", describe(other)),
+            );
+            None
+        }
+    }
+}
+
+fn convert_time(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    match value {
+        Value::String(s) => {
+            match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+                Ok(_) => Some(Value::String(s.clone())),
+                Err(e) => {
                     ctx.problem(
                         p,
-                        format!(
-                            "expected a percentage like 50 or \"50%\", got {}",
-                            describe(other)
-                        ),
-                    );
-                    return None;
-                }
-            };
-            match text.trim_end_matches('%').parse::<u32>() {
-                Ok(n) if n <= 100 => Some(Value::String(text)),
-                _ => {
-                    ctx.problem(
-                        p,
-                        format!("{text:?} is not a sampling percentage between 0 and 100"),
+                        format!("{s:?} is not an RFC 3339 time like 2024-01-31T12:00:00Z: {e}"),
                     );
                     None
                 }
             }
+        }
+        other => {
+            ctx.problem(
+                p,
+                format!("expected an RFC 3339 time, got {}", describe(other)),
+            );
+            None
+        }
+    }
+}
+
+fn convert_map(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    match value {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        out.insert(k.clone(), Value::String(s.clone()));
+                    }
+                    Value::Number(_) | Value::Bool(_) => {
+                        out.insert(k.clone(), Value::String(v.to_string()));
+                    }
+                    other => ctx.problem(
+                        &join(p, k),
+                        format!("metadata values must be text, got {}", describe(other)),
+                    ),
+                }
+            }
+            Some(Value::Object(out))
+        }
+        other => {
+            ctx.problem(
+                p,
+                format!(
+                    "expected a mapping of text to text, got {}",
+                    describe(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn convert_one_object(
+    ctx: &mut Ctx,
+    value: &Value,
+    fields: &'static [Field],
+    p: &str,
+) -> Option<Value> {
+    match value {
+        Value::Object(m) => Some(Value::Object(convert_object(ctx, m, fields, p, &[]))),
+        other => {
+            ctx.problem(p, format!("expected a mapping, got {}", describe(other)));
+            None
+        }
+    }
+}
+
+fn convert_object_list(
+    ctx: &mut Ctx,
+    value: &Value,
+    fields: &'static [Field],
+    p: &str,
+) -> Option<Value> {
+    match value {
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let ip = join(p, &i.to_string());
+                match item {
+                    Value::Object(m) => {
+                        out.push(Value::Object(convert_object(ctx, m, fields, &ip, &[])))
+                    }
+                    other => {
+                        ctx.problem(&ip, format!("expected a mapping, got {}", describe(other)))
+                    }
+                }
+            }
+            Some(Value::Array(out))
+        }
+        other => {
+            ctx.problem(
+                p,
+                format!("expected a list of mappings, got {}", describe(other)),
+            );
+            None
+        }
+    }
+}
+
+fn convert_sample_frequency(ctx: &mut Ctx, value: &Value, p: &str) -> Option<Value> {
+    let text = match value {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        other => {
+            ctx.problem(
+                p,
+                format!(
+                    "expected a percentage like 50 or \"50%\", got {}",
+                    describe(other)
+                ),
+            );
+            return None;
+        }
+    };
+    match text.trim_end_matches('%').parse::<u32>() {
+        Ok(n) if n <= 100 => Some(Value::String(text)),
+        _ => {
+            ctx.problem(
+                p,
+                format!("{text:?} is not a sampling percentage between 0 and 100"),
+            );
+            None
         }
     }
 }
