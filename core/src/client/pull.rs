@@ -917,9 +917,18 @@ async fn pump(
             _ = inbox.taken() => {}
         }
     }
-    // Closing: what an outstanding request still brings (a nak'ed message
-    // coming back, say) is taken until the server goes quiet, so it can be
-    // released instead of waiting out ack_wait on an inbox nobody reads.
+    settle_on_close(sub, &mut state, leftovers).await
+}
+
+/// After the pull loop: take what an outstanding request still brings (a
+/// nak'ed message coming back, say) until the server goes quiet, so it can
+/// be released instead of waiting out ack_wait on an inbox nobody reads;
+/// then unsubscribe and collect what the channel already held.
+async fn settle_on_close(
+    mut sub: async_nats::Subscriber,
+    state: &mut PullState,
+    mut leftovers: Vec<InboundMessage>,
+) -> Vec<InboundMessage> {
     let quiet = state.quiet_period();
     let give_up = Instant::now() + Duration::from_millis(250);
     while state.outstanding() {
