@@ -203,6 +203,17 @@ async fn overlap_answers_agree_with_the_server() {
         ("x.*x", "x.y.>"),
         ("*.*x", "*.b"),
     ];
+    // nats-server removes an account's streams directory when its last
+    // stream is deleted; a create racing that removal fails with 10049
+    // ("could not create storage directory"). One stream that lives through
+    // the whole test keeps the directory, so each answer is about overlap.
+    let r = api(
+        &client,
+        "STREAM.CREATE.KEEP",
+        json!({"name": "KEEP", "subjects": ["zz.keep.only.this"]}),
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
     for (i, (a, b)) in cases.iter().enumerate() {
         // Across streams: 10065. (no_ack so wildcard-led subjects may touch the API space.)
         let sa = format!("A{i}");
