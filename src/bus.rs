@@ -11,9 +11,10 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTypeInfo;
 
 use async_nats::Subject;
-use natsbus_core::client::consume::{AckKind, InboundMessage, Inbox, SubscriptionPump};
+use natsbus_core::client::consume::{AckKind, InboundMessage, Inbox};
 use natsbus_core::client::health::Health as CoreHealth;
-use natsbus_core::client::pull::{PullConsumer, PullOptions, DEFAULT_MAX_BYTES};
+use natsbus_core::client::read::pull::{PullConsumer, PullOptions, DEFAULT_MAX_BYTES};
+use natsbus_core::client::{Reader, SubscriptionPump};
 
 // The signatures below spell DEFAULT_MAX_BYTES out, so the text signature
 // (and the stub checked against it) shows the number.
@@ -402,12 +403,7 @@ impl Bus {
             let acker = ack.acker().clone();
             let pull = PullConsumer::start(&conn, acker, &stream.0, &durable.0, opts).await?;
             Ok(WithPy(move |py: Python<'_>| {
-                let source = Arc::new(Source::new(
-                    pull.inbox.clone(),
-                    SourceKind::Pull(ForkSafe::new(pull)),
-                    held,
-                    ack.clone(),
-                ));
+                let source = Arc::new(Source::new(pull, held, ack.clone()));
                 let bus = bus.get();
                 if bus.closed.load(Ordering::Acquire) {
                     // Closed while we connected the consumer: do not hand out
@@ -454,12 +450,7 @@ impl Bus {
             )
             .await;
             Ok(WithPy(move |py: Python<'_>| {
-                let source = Arc::new(Source::new(
-                    pump.inbox.clone(),
-                    SourceKind::Sub(ForkSafe::new(pump)),
-                    None,
-                    ack.clone(),
-                ));
+                let source = Arc::new(Source::new(Arc::new(pump), None, ack.clone()));
                 bus.get().register(&source);
                 let src = MessageSource {
                     source,
@@ -979,16 +970,12 @@ impl Deliver for ManyAcks {
     }
 }
 
-enum SourceKind {
-    Pull(ForkSafe<Arc<PullConsumer>>),
-    Sub(ForkSafe<SubscriptionPump>),
-}
-
 /// One consumer or subscription of a bus: shared by its `MessageSource`
 /// and the bus, which closes it when the bus closes.
 pub struct Source {
     inbox: Arc<Inbox>,
-    kind: SourceKind,
+    /// The reader filling `inbox` (a pull consumer, a subscription...).
+    reader: ForkSafe<Arc<dyn Reader>>,
     /// The Python consumer's deque of messages taken from the inbox but not
     /// yet handed to the user.
     held: Option<Py<PyAny>>,
@@ -1000,10 +987,10 @@ pub struct Source {
 }
 
 impl Source {
-    fn new(inbox: Arc<Inbox>, kind: SourceKind, held: Option<Py<PyAny>>, ack: Arc<AckCtx>) -> Self {
+    fn new(reader: Arc<dyn Reader>, held: Option<Py<PyAny>>, ack: Arc<AckCtx>) -> Self {
         Source {
-            inbox,
-            kind,
+            inbox: reader.inbox().clone(),
+            reader: ForkSafe::new(reader),
             held,
             ack,
             release: Mutex::new(Vec::new()),
@@ -1012,10 +999,7 @@ impl Source {
     }
 
     fn is_current(&self) -> bool {
-        match &self.kind {
-            SourceKind::Pull(p) => p.is_current(),
-            SourceKind::Sub(s) => s.is_current(),
-        }
+        self.reader.is_current()
     }
 
     /// Claim messages that were never handed to the user; they are released
@@ -1053,10 +1037,7 @@ impl Source {
     /// Stop it (see `PullConsumer::stop`), release what was claimed, and
     /// make sure the server read the releases. Idempotent.
     async fn close(&self) {
-        match &self.kind {
-            SourceKind::Pull(p) => p.stop().await,
-            SourceKind::Sub(s) => s.stop(),
-        }
+        self.reader.stop().await;
         let claimed = {
             let mut pending = self.release.lock().unwrap_or_else(|p| p.into_inner());
             self.stopped.store(true, Ordering::Release);
@@ -1065,9 +1046,10 @@ impl Source {
         for reply in &claimed {
             let _ = self.ack.acker().send(reply.clone(), &AckKind::Nak(None));
         }
-        match &self.kind {
-            SourceKind::Pull(p) if !claimed.is_empty() => p.settle().await,
-            _ => self.ack.acker().flush().await,
+        if claimed.is_empty() {
+            self.ack.acker().flush().await;
+        } else {
+            self.reader.settle(self.ack.acker()).await;
         }
     }
 }

@@ -16,9 +16,7 @@ use std::time::Duration;
 use async_nats::header::HeaderMap;
 use async_nats::Subject;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
 
 use crate::client::jsapi;
 use crate::error::{Error, ErrorKind, Result};
@@ -559,55 +557,6 @@ pub async fn ack_sync(
         .await
         .map(|_| ())
         .map_err(|e| jsapi::request_error("ack_sync", e))
-}
-
-/// A core subscription feeding an inbox (used by `serve`).
-pub struct SubscriptionPump {
-    pub inbox: Arc<Inbox>,
-    task: JoinHandle<()>,
-}
-
-impl SubscriptionPump {
-    pub async fn start(
-        client: &async_nats::Client,
-        subject: &str,
-        queue: Option<&str>,
-        capacity: usize,
-    ) -> Result<SubscriptionPump> {
-        let sub = match queue {
-            Some(q) => {
-                client
-                    .queue_subscribe(subject.to_string(), q.to_string())
-                    .await
-            }
-            None => client.subscribe(subject.to_string()).await,
-        }
-        .map_err(|e| Error::invalid(format!("cannot subscribe to {subject:?}: {e}")))?;
-        let inbox = Inbox::new(capacity);
-        let target = inbox.clone();
-        let task = tokio::spawn(async move {
-            let mut sub = sub;
-            while let Some(m) = sub.next().await {
-                if target.push(InboundMessage::from(m)).await.is_err() {
-                    break;
-                }
-            }
-            let _ = sub.unsubscribe().await;
-            target.close(None);
-        });
-        Ok(SubscriptionPump { inbox, task })
-    }
-
-    pub fn stop(&self) {
-        self.task.abort();
-        self.inbox.close(None);
-    }
-}
-
-impl Drop for SubscriptionPump {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[cfg(test)]

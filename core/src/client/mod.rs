@@ -9,7 +9,7 @@ pub mod events;
 pub mod health;
 pub mod jsapi;
 pub mod publish;
-pub mod pull;
+pub mod read;
 pub mod request;
 pub mod roundtrip;
 pub mod wire;
@@ -18,7 +18,9 @@ pub use connect::{connect, Auth, ConnectConfig, Connected, Reconnects, TlsConfig
 pub use consume::{AckKind, Acker, InboundMessage, Inbox};
 pub use events::{ConnEvents, Violation};
 pub use publish::{OutboundMessage, PubAck, PublishOptions, Publisher};
-pub use pull::{PullConsumer, PullOptions};
+pub use read::pull::{PullConsumer, PullOptions};
+pub use read::subscription::SubscriptionPump;
+pub use read::Reader;
 pub use roundtrip::round_trip;
 
 /// Hide the password part of `scheme://user:password@host` so a URL can be

@@ -46,12 +46,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::Reader;
 use crate::client::consume::{AckKind, Acker, Flow, InboundMessage, Inbox};
 use crate::client::events::Denied;
 use crate::client::{round_trip, Connected};
@@ -697,6 +699,21 @@ impl PullConsumer {
     pub async fn settle(&self) {
         self.acker.flush().await;
         let _ = round_trip(&self.conn.client, &self.conn.events, SETTLE_TIMEOUT).await;
+    }
+}
+
+impl Reader for PullConsumer {
+    fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(PullConsumer::stop(self))
+    }
+
+    /// Its releases are settled with a round trip through the server.
+    fn settle<'a>(&'a self, _acker: &'a Acker) -> BoxFuture<'a, ()> {
+        Box::pin(PullConsumer::settle(self))
     }
 }
 
