@@ -26,6 +26,7 @@ def port_open(host: str, port: int) -> bool:
 def cmd_server(args: argparse.Namespace) -> int:
     """Run nats-server with JetStream in the foreground until Ctrl-C or SIGTERM."""
     from ..testing import ServerBinaryNotFoundError, find_server_binary
+    from ..testing._process import launch, reap
 
     try:
         binary = find_server_binary()
@@ -43,7 +44,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     else:
         temp_dir = tempfile.mkdtemp(prefix="natsbus-dev-")
         store_dir = temp_dir
-    command = [binary, "-js", "-a", args.host, "-p", str(args.port), "-sd", store_dir]
+    command = ["-js", "-a", args.host, "-p", str(args.port), "-sd", store_dir]
     command += ["-n", args.server_name]
     if args.http_port is not None:
         command += ["-m", str(args.http_port)]
@@ -64,7 +65,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         if hasattr(signal, sig.name)
     }
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        process = launch(binary, command)
         deadline = time.monotonic() + 10.0
         while process.poll() is None and not stopping and not port_open(probe_host, args.port):
             if time.monotonic() > deadline:
@@ -86,13 +87,8 @@ def cmd_server(args: argparse.Namespace) -> int:
             raise CliError(f"nats-server exited with code {code} (see its log above)")
         return EXIT_OK
     finally:
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            reap(process)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if temp_dir is not None:

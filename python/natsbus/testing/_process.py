@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Optional, Union
 
@@ -44,6 +45,29 @@ def quote(value: object) -> str:
 
 def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def launch(
+    binary: str,
+    args: Sequence[str],
+    *,
+    log: Optional[IO[bytes]] = None,
+    cwd: Optional[str] = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``binary`` (a nats-server) with ``args``: the one place natsbus launches one.
+
+    Output goes to ``log`` (both streams), or to this process's terminal when ``None``
+    (``natsbus server``). Stdin is closed. The process stays in our process group, so whatever
+    kills the whole run (Ctrl-C, a CI timeout) takes the server with it even if no clean-up runs.
+    Stop it with :func:`reap`.
+    """
+    return subprocess.Popen(
+        [binary, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        cwd=cwd,
+    )
 
 
 def reap(process: subprocess.Popen[bytes], log: Optional[IO[bytes]] = None) -> None:

@@ -22,6 +22,7 @@ from ._process import (
     StrPath,
     free_ports,
     hostport,
+    launch,
     quote,
     reap,
     remove_tree,
@@ -305,15 +306,7 @@ class NatsServer(Started):
             handle.write(self._render_config())
         log = open(self.log_file, "ab")  # noqa: SIM115 - closed by reap
         try:
-            process = subprocess.Popen(
-                [binary, "-c", config_file],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self._ensure_workdir(),
-                # Deliberately in our process group: whatever kills the whole test run (Ctrl-C,
-                # a CI timeout) then takes the server with it even if atexit never runs.
-            )
+            process = launch(binary, ["-c", config_file], log=log, cwd=self._ensure_workdir())
         except BaseException:
             log.close()
             raise
