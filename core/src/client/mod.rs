@@ -9,6 +9,7 @@ pub mod events;
 pub mod health;
 pub mod jsapi;
 pub mod publish;
+pub mod publish_conn;
 pub mod read;
 pub mod request;
 pub mod roundtrip;
