@@ -27,9 +27,9 @@ use natsbus_core::{Error, ErrorKind};
 
 use crate::args::{utf8, Text};
 use crate::codec::{encode, json_to_py, py_to_json};
-use crate::direct::{DirectConn, PublishSetup};
 use crate::errors::{to_pyerr, IntoPyResult};
 use crate::message::{seconds, to_py_list, AckCtx, Message};
+use crate::publish_conn::{PublishConn, PublishSetup};
 use crate::results::{Health, PubAck};
 use crate::runtime::{forked_error, Completer, Deliver, ForkSafe, WithPy};
 
@@ -152,9 +152,9 @@ pub struct Bus {
     name: Option<String>,
     topology: std::sync::Mutex<Option<Arc<natsbus_core::topology::Topology>>>,
     config: Arc<ConnectConfig>,
-    /// The loop-driven publish connection, while one is open (see direct.rs).
-    direct: std::sync::Mutex<Option<Py<DirectConn>>>,
-    /// The task of `natsbus._direct` that keeps it open.
+    /// The loop-driven publish connection, while one is open (see publish_conn.rs).
+    direct: std::sync::Mutex<Option<Py<PublishConn>>>,
+    /// The task of `natsbus._publish_conn` that keeps it open.
     direct_task: std::sync::Mutex<Option<Py<PyAny>>>,
 }
 
@@ -249,7 +249,7 @@ impl Bus {
             .map(|c| c.clone_ref(py));
         let msg = match direct {
             Some(conn) => {
-                match DirectConn::try_publish(conn.bind(py), &self.completer, msg, timeout)? {
+                match PublishConn::try_publish(conn.bind(py), &self.completer, msg, timeout)? {
                     Ok(fut) => return Ok(fut),
                     Err(msg) => msg,
                 }
@@ -756,7 +756,7 @@ impl Bus {
     fn attach_publish_connection(
         &self,
         py: Python<'_>,
-        conn: Option<Py<DirectConn>>,
+        conn: Option<Py<PublishConn>>,
     ) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             if let Some(c) = conn {
@@ -780,7 +780,7 @@ impl Bus {
 
     /// The publish connection in use, if any.
     #[getter]
-    fn publish_connection(&self, py: Python<'_>) -> Option<Py<DirectConn>> {
+    fn publish_connection(&self, py: Python<'_>) -> Option<Py<PublishConn>> {
         self.direct
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -788,7 +788,7 @@ impl Bus {
             .map(|c| c.clone_ref(py))
     }
 
-    /// What a publish connection of this bus is made from (`DirectConn(setup)`).
+    /// What a publish connection of this bus is made from (`PublishConn(setup)`).
     fn publish_setup(&self, py: Python<'_>) -> PyResult<PublishSetup> {
         self.check_open(py)?;
         Ok(PublishSetup::new(
@@ -798,7 +798,7 @@ impl Bus {
         ))
     }
 
-    /// Where natsbus._direct may open the publish connection: the servers as
+    /// Where natsbus._publish_conn may open the publish connection: the servers as
     /// `(host, port, tls_scheme)`, the TLS files `(ca, cert, key,
     /// handshake_first)` or None, and the connect timeout in seconds.
     #[allow(clippy::type_complexity)]

@@ -70,9 +70,9 @@ class Connecting:
             topology = as_topology(self._topology)
         bus = Bus(await _natsbus.connect(self._servers, **self._kwargs))
         if self._direct_publish:
-            from . import _direct
+            from . import _publish_conn
 
-            await _direct.start(bus)
+            await _publish_conn.start(bus)
         if topology is not None:
             bus._core.set_topology(topology)
         return bus

@@ -10,7 +10,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "BusCore",
     "Change",
-    "DirectConn",
+    "PublishConn",
     "DrainCallback",
     "Health",
     "Message",
@@ -126,9 +126,9 @@ class PublishSetup:
     """What a publish connection needs from its bus (``BusCore.publish_setup()``)."""
 
 @disjoint_base
-class DirectConn:
+class PublishConn:
     """The loop-driven publish connection (an asyncio protocol); opened by
-    ``natsbus._direct``."""
+    ``natsbus._publish_conn``."""
     def __new__(cls, setup: PublishSetup) -> Self: ...
     def connection_made(self, transport: Any) -> None: ...
     def get_buffer(self, sizehint: int) -> bytearray: ...
@@ -316,10 +316,10 @@ class BusCore:
     def subscribe(
         self, subject: str, queue: Optional[str] = None, capacity: int = 1024
     ) -> Awaitable[MessageSource]: ...
-    def attach_publish_connection(self, conn: Optional[DirectConn]) -> None: ...
+    def attach_publish_connection(self, conn: Optional[PublishConn]) -> None: ...
     def keep_publish_task(self, task: asyncio.Task[None]) -> None: ...
     @property
-    def publish_connection(self) -> Optional[DirectConn]: ...
+    def publish_connection(self) -> Optional[PublishConn]: ...
     def publish_connection_plan(
         self,
     ) -> tuple[

@@ -1,6 +1,6 @@
 //! The publish connection's protocol state, without I/O.
 //!
-//! The loop-driven publish connection (`src/direct.rs` in the bindings) owns
+//! The loop-driven publish connection (`src/publish_conn.rs` in the bindings) owns
 //! the socket and the asyncio futures; everything it decides lives here:
 //! the handshake phases, which publish an ack or an error belongs to, what
 //! to write, when a publish has timed out, what to hand to the main

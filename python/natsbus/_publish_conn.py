@@ -1,8 +1,8 @@
 """Keeps a bus's loop-driven publish connection open.
 
 ``await bus.publish(...)`` goes through a second connection whose socket the
-asyncio loop itself reads and writes (the protocol is ``DirectConn`` in Rust,
-see ``src/direct.rs``): the PubAck then reaches the awaiting task without a
+asyncio loop itself reads and writes (the protocol is ``PublishConn`` in Rust,
+see ``src/publish_conn.rs``): the PubAck then reaches the awaiting task without a
 thread hand-off. This module opens that connection (TCP, TLS like the main
 connection, CONNECT with the same credentials), reopens it after a loss with
 backoff, and closes it with the bus. While it is not open, publishes use the
@@ -22,7 +22,7 @@ from .errors import AuthError, ConnectError
 
 if TYPE_CHECKING:
     from ._bus import Bus
-    from ._natsbus import DirectConn
+    from ._natsbus import PublishConn
 
 log = logging.getLogger("natsbus")
 
@@ -53,8 +53,8 @@ def _refused_for_good(e: Exception) -> bool:
     return isinstance(e, AuthError) or "connections exceeded" in str(e)
 
 
-class _Protocol(_natsbus.DirectConn, asyncio.BufferedProtocol):
-    """``DirectConn`` as a buffered protocol: asyncio then reads into the
+class _Protocol(_natsbus.PublishConn, asyncio.BufferedProtocol):
+    """``PublishConn`` as a buffered protocol: asyncio then reads into the
     connection's own buffer (``get_buffer``) instead of a new bytes object
     per read."""
 
@@ -69,7 +69,7 @@ class _Keeper:
         self.tls = tls
         self.timeout = timeout
         self._ctx: Optional[ssl.SSLContext] = None
-        self.conn: Optional[DirectConn] = None
+        self.conn: Optional[PublishConn] = None
         # Cluster servers announced by the last server we were connected to.
         self.discovered: list[str] = []
 
@@ -78,7 +78,7 @@ class _Keeper:
             self._ctx = _ssl_context(self.tls)
         return self._ctx
 
-    async def open_one(self, host: str, port: int, tls_scheme: bool) -> DirectConn:
+    async def open_one(self, host: str, port: int, tls_scheme: bool) -> PublishConn:
         loop = asyncio.get_running_loop()
         conn = _Protocol(self.bus._core.publish_setup())
         self.conn = conn
@@ -115,7 +115,7 @@ class _Keeper:
                 out.append((hp[0], hp[1], False))
         return out
 
-    async def open(self) -> DirectConn:
+    async def open(self) -> PublishConn:
         """Try the servers in order (the last good one first)."""
         errors = []
         for host, port, tls_scheme in self.candidates():

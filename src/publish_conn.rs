@@ -4,7 +4,7 @@
 //! loop hands the message to a tokio worker, and the worker wakes the loop
 //! with the ack. On a busy machine each wakeup costs tens of microseconds,
 //! as much as the rest of a publish. So a `Bus` opens a second connection
-//! whose socket belongs to the asyncio loop: `DirectConn` is its asyncio
+//! whose socket belongs to the asyncio loop: `PublishConn` is its asyncio
 //! protocol. A publish appends `HPUB` to a buffer (written once per loop
 //! iteration) and returns an asyncio future; `data_received` parses the
 //! acks and resolves the futures, all on the loop thread, without a wakeup
@@ -13,7 +13,7 @@
 //! Only publishes that wait for their own ack go this way. Whenever the
 //! direct connection is not ready (still opening, lost, lame duck, message
 //! over `max_payload`), `publish` uses the main connection, so correctness
-//! never depends on it. `python/natsbus/_direct.py` opens it, upgrades it
+//! never depends on it. `python/natsbus/_publish_conn.py` opens it, upgrades it
 //! to TLS and reopens it after a loss.
 //!
 //! The protocol state (phases, pending publishes, what to write, timeouts)
@@ -78,11 +78,11 @@ impl PublishSetup {
     }
 }
 
-/// One loop-driven connection (an asyncio protocol). `natsbus._direct`
+/// One loop-driven connection (an asyncio protocol). `natsbus._publish_conn`
 /// subclasses it with `asyncio.BufferedProtocol`, opens it
 /// (`loop.create_connection`) and attaches it to the bus (`BusCore.attach_publish_connection`).
 #[pyclass(frozen, subclass, module = "natsbus._natsbus")]
-pub struct DirectConn {
+pub struct PublishConn {
     inner: Mutex<Inner>,
     /// Retries publishes answered "no responders" (see `Publisher`).
     publisher: Publisher,
@@ -108,17 +108,17 @@ fn settle(py: Python<'_>, fut: &Py<PyAny>, outcome: Outcome) {
     set_outcome(py, fut.bind(py), value);
 }
 
-impl DirectConn {
+impl PublishConn {
     pub fn new(
         py: Python<'_>,
         config: Arc<ConnectConfig>,
         publisher: Publisher,
         completer: Arc<Completer>,
-    ) -> PyResult<DirectConn> {
+    ) -> PyResult<PublishConn> {
         let event_loop = completer.event_loop().bind(py).clone();
         let info_fut = event_loop.call_method0("create_future")?.unbind();
         let lost_fut = event_loop.call_method0("create_future")?.unbind();
-        Ok(DirectConn {
+        Ok(PublishConn {
             inner: Mutex::new(Inner {
                 state: PublishConnState::new(config.inbox_prefix(), info_fut),
                 transport: None,
@@ -220,14 +220,14 @@ impl DirectConn {
 }
 
 #[pymethods]
-impl DirectConn {
+impl PublishConn {
     /// A connection made from `setup` (`BusCore.publish_setup()`);
-    /// natsbus._direct subclasses this as an `asyncio.BufferedProtocol`
+    /// natsbus._publish_conn subclasses this as an `asyncio.BufferedProtocol`
     /// and opens it.
     #[new]
     fn py_new(py: Python<'_>, setup: &Bound<'_, PublishSetup>) -> PyResult<Self> {
         let s = setup.get();
-        DirectConn::new(
+        PublishConn::new(
             py,
             s.config.clone(),
             s.publisher.clone(),
@@ -301,7 +301,7 @@ impl DirectConn {
 
     fn resume_writing(&self) {}
 
-    // -- driven by natsbus._direct --
+    // -- driven by natsbus._publish_conn --
 
     /// A future that resolves with the server's `tls_required` once INFO arrives.
     fn info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -444,7 +444,7 @@ impl DirectConn {
     }
 }
 
-impl DirectConn {
+impl PublishConn {
     /// Act on every complete operation received so far.
     fn process(&self, py: Python<'_>) -> PyResult<()> {
         let (received, transport) = {
