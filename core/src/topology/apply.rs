@@ -12,7 +12,8 @@
 use serde_json::{json, Value};
 
 use super::live::{LiveState, LiveStream};
-use super::plan::{human, plan, plan_stream, Action, Change, Plan, PlanOptions};
+use super::plan::{plan, plan_stream, Action, Change, Plan, PlanOptions};
+use super::schema::human;
 use super::schema::{CONSUMER_FIELDS, STREAM_FIELDS};
 use super::Topology;
 use crate::client::jsapi::JetStream;

@@ -29,6 +29,7 @@ pub mod export;
 pub mod live;
 pub mod normalize;
 pub mod plan;
+pub mod render;
 pub mod schema;
 pub mod source;
 pub mod units;

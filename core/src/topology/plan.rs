@@ -10,7 +10,6 @@
 //! being planned against.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
@@ -18,8 +17,7 @@ use super::live::{LiveState, LiveStream};
 use super::normalize::{
     self, filters, flag, is_empty, same, text, text_list, CONSUMER_IGNORED, STREAM_IGNORED,
 };
-use super::schema::{Field, Kind, Version, CONSUMER_FIELDS, STREAM_FIELDS};
-use super::units::{format_duration, format_size};
+use super::schema::{human, Field, Version, CONSUMER_FIELDS, STREAM_FIELDS};
 use super::{ConsumerSpec, StreamSpec, Topology, MANAGED_KEY};
 use crate::subjects::{collide, is_subset};
 
@@ -87,7 +85,7 @@ pub struct Change {
 }
 
 impl Change {
-    fn what(&self) -> String {
+    pub(super) fn what(&self) -> String {
         match &self.consumer {
             Some(c) => format!("consumer {} > {c}", self.stream),
             None => format!("stream {}", self.stream),
@@ -147,121 +145,6 @@ impl Plan {
             })
             .collect();
         json!({"pending": self.is_pending(), "changes": changes, "text": self.render()})
-    }
-
-    /// A terminal rendering, one line per change and one per changed field.
-    pub fn render(&self) -> String {
-        self.render_with(&PlanOptions::default())
-    }
-
-    pub fn render_with(&self, opts: &PlanOptions) -> String {
-        let mut out = String::new();
-        let count = |a: Action| self.changes.iter().filter(|c| c.action == a).count();
-        let mut summary = Vec::new();
-        for (a, label) in [
-            (Action::Create, "to create"),
-            (Action::Update, "to update"),
-            (Action::Destructive, "destructive"),
-            (Action::Blocked, "blocked"),
-            (Action::Unchanged, "unchanged"),
-            (Action::Unmanaged, "unmanaged"),
-        ] {
-            let n = count(a);
-            if n > 0 {
-                summary.push(format!("{n} {label}"));
-            }
-        }
-        if summary.is_empty() {
-            out.push_str("Plan: nothing declared, nothing on the server.\n");
-            return out;
-        }
-        let _ = writeln!(
-            out,
-            "Plan: {}{}",
-            summary.join(", "),
-            if self.is_pending() {
-                ""
-            } else {
-                " (nothing to do)"
-            }
-        );
-        for c in &self.changes {
-            let head = match c.action {
-                Action::Create => format!("+ create {}", c.what()),
-                Action::Update => format!("~ update {}", c.what()),
-                Action::Destructive if opts.allow_destructive => {
-                    format!("! destructive update {} (allowed)", c.what())
-                }
-                Action::Destructive => format!(
-                    "! destructive update {} (refused without allow_destructive / --allow-destructive)",
-                    c.what()
-                ),
-                Action::Blocked => format!("x blocked {}", c.what()),
-                Action::Unchanged => format!("= unchanged {}", c.what()),
-                Action::Unmanaged => {
-                    format!("- unmanaged {}: on the server but not in the topology (left alone)", c.what())
-                }
-            };
-            out.push_str(&head);
-            out.push('\n');
-            let fields: &'static [Field] = if c.consumer.is_some() {
-                CONSUMER_FIELDS
-            } else {
-                STREAM_FIELDS
-            };
-            for (field, (live, desired)) in &c.diff {
-                if c.action == Action::Create {
-                    let _ = writeln!(out, "    {field}: {}", human(fields, field, desired));
-                } else {
-                    let _ = writeln!(
-                        out,
-                        "    {field}: {} -> {}",
-                        human(fields, field, live),
-                        human(fields, field, desired)
-                    );
-                }
-            }
-            if let Some(r) = &c.reason {
-                let _ = writeln!(out, "    why: {r}");
-            }
-        }
-        out
-    }
-}
-
-impl std::fmt::Display for Plan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.render())
-    }
-}
-
-/// A value shown the way people write it (`7d`, `1GiB`, `unlimited`).
-pub fn human(fields: &'static [Field], field: &str, v: &Value) -> String {
-    let kind = fields.iter().find(|f| f.name == field).map(|f| f.kind);
-    match (kind, v) {
-        (_, Value::Null) => "(none)".into(),
-        (Some(Kind::Duration), Value::Number(n)) => {
-            n.as_i64().map_or(n.to_string(), format_duration)
-        }
-        (Some(Kind::MaxAge), Value::Number(n)) => match n.as_i64() {
-            Some(0) => "unlimited".into(),
-            Some(ns) => format_duration(ns),
-            None => n.to_string(),
-        },
-        (Some(Kind::Size | Kind::Size32), Value::Number(n)) => {
-            n.as_i64().map_or(n.to_string(), format_size)
-        }
-        (Some(Kind::Count), Value::Number(n)) if n.as_i64() == Some(-1) => "unlimited".into(),
-        (Some(Kind::DurationList), Value::Array(a)) => format!(
-            "[{}]",
-            a.iter()
-                .map(|x| x.as_i64().map_or(x.to_string(), format_duration))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        (_, Value::String(s)) if s.is_empty() => "\"\"".into(),
-        (_, Value::String(s)) => s.clone(),
-        (_, other) => other.to_string(),
     }
 }
 

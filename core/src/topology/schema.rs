@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::source::{join, Lines};
-use super::units::{parse_duration, parse_size};
+use super::units::{format_duration, format_size, parse_duration, parse_size};
 use crate::error::Problem;
 
 /// A server version, for deciding which fields and rules apply.
@@ -801,6 +801,36 @@ fn duration_of(value: &Value) -> Result<i64, String> {
             "expected a duration like 30s, got {}",
             describe(other)
         )),
+    }
+}
+
+/// A value shown the way people write it (`7d`, `1GiB`, `unlimited`).
+pub fn human(fields: &'static [Field], field: &str, v: &Value) -> String {
+    let kind = fields.iter().find(|f| f.name == field).map(|f| f.kind);
+    match (kind, v) {
+        (_, Value::Null) => "(none)".into(),
+        (Some(Kind::Duration), Value::Number(n)) => {
+            n.as_i64().map_or(n.to_string(), format_duration)
+        }
+        (Some(Kind::MaxAge), Value::Number(n)) => match n.as_i64() {
+            Some(0) => "unlimited".into(),
+            Some(ns) => format_duration(ns),
+            None => n.to_string(),
+        },
+        (Some(Kind::Size | Kind::Size32), Value::Number(n)) => {
+            n.as_i64().map_or(n.to_string(), format_size)
+        }
+        (Some(Kind::Count), Value::Number(n)) if n.as_i64() == Some(-1) => "unlimited".into(),
+        (Some(Kind::DurationList), Value::Array(a)) => format!(
+            "[{}]",
+            a.iter()
+                .map(|x| x.as_i64().map_or(x.to_string(), format_duration))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (_, Value::String(s)) if s.is_empty() => "\"\"".into(),
+        (_, Value::String(s)) => s.clone(),
+        (_, other) => other.to_string(),
     }
 }
 

@@ -1,0 +1,95 @@
+//! Plans as people read them: one line per change, one per changed field,
+//! values written the way a topology file writes them (`7d`, `1GiB`,
+//! `unlimited`). The machine form is `Plan::to_value` in `plan.rs`.
+
+use std::fmt::Write as _;
+
+use super::plan::{Action, Plan, PlanOptions};
+use super::schema::{human, Field, CONSUMER_FIELDS, STREAM_FIELDS};
+
+impl Plan {
+    /// A terminal rendering, one line per change and one per changed field.
+    pub fn render(&self) -> String {
+        self.render_with(&PlanOptions::default())
+    }
+
+    pub fn render_with(&self, opts: &PlanOptions) -> String {
+        let mut out = String::new();
+        let count = |a: Action| self.changes.iter().filter(|c| c.action == a).count();
+        let mut summary = Vec::new();
+        for (a, label) in [
+            (Action::Create, "to create"),
+            (Action::Update, "to update"),
+            (Action::Destructive, "destructive"),
+            (Action::Blocked, "blocked"),
+            (Action::Unchanged, "unchanged"),
+            (Action::Unmanaged, "unmanaged"),
+        ] {
+            let n = count(a);
+            if n > 0 {
+                summary.push(format!("{n} {label}"));
+            }
+        }
+        if summary.is_empty() {
+            out.push_str("Plan: nothing declared, nothing on the server.\n");
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "Plan: {}{}",
+            summary.join(", "),
+            if self.is_pending() {
+                ""
+            } else {
+                " (nothing to do)"
+            }
+        );
+        for c in &self.changes {
+            let head = match c.action {
+                Action::Create => format!("+ create {}", c.what()),
+                Action::Update => format!("~ update {}", c.what()),
+                Action::Destructive if opts.allow_destructive => {
+                    format!("! destructive update {} (allowed)", c.what())
+                }
+                Action::Destructive => format!(
+                    "! destructive update {} (refused without allow_destructive / --allow-destructive)",
+                    c.what()
+                ),
+                Action::Blocked => format!("x blocked {}", c.what()),
+                Action::Unchanged => format!("= unchanged {}", c.what()),
+                Action::Unmanaged => {
+                    format!("- unmanaged {}: on the server but not in the topology (left alone)", c.what())
+                }
+            };
+            out.push_str(&head);
+            out.push('\n');
+            let fields: &'static [Field] = if c.consumer.is_some() {
+                CONSUMER_FIELDS
+            } else {
+                STREAM_FIELDS
+            };
+            for (field, (live, desired)) in &c.diff {
+                if c.action == Action::Create {
+                    let _ = writeln!(out, "    {field}: {}", human(fields, field, desired));
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "    {field}: {} -> {}",
+                        human(fields, field, live),
+                        human(fields, field, desired)
+                    );
+                }
+            }
+            if let Some(r) = &c.reason {
+                let _ = writeln!(out, "    why: {r}");
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
