@@ -330,6 +330,14 @@ impl PublishConn {
     }
 
     /// Replace the transport (after `loop.start_tls`).
+    /// Whether to use TLS with this server (reached by a `tls://` URL or
+    /// not), now that its INFO is in: the same decision as the main
+    /// connection's (`ConnectConfig::use_tls`).
+    fn use_tls(&self, tls_scheme: bool) -> bool {
+        let server_requires = self.lock().state.info().is_some_and(|i| i.tls_required);
+        self.config.use_tls(tls_scheme, server_requires)
+    }
+
     fn set_transport(&self, transport: Py<PyAny>) {
         self.lock().transport = Some(transport);
     }

@@ -91,8 +91,8 @@ class _Keeper:
             server_hostname=host if first else None,
         )
         try:
-            tls_required = await conn.info()
-            use_tls = first or self.tls is not None or tls_scheme or tls_required
+            await conn.info()
+            use_tls = conn.use_tls(tls_scheme)
             if use_tls and not first:
                 tls_transport = await loop.start_tls(
                     transport, conn, self.ssl_context(), server_hostname=host

@@ -98,6 +98,23 @@ impl ConnectConfig {
         }
     }
 
+    /// Whether this client insists on TLS whatever the server says (it was
+    /// given TLS settings).
+    pub fn requires_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The one TLS decision both connections follow, for a server reached
+    /// with a `tls://` URL or not (`scheme_tls`) whose INFO does or does not
+    /// require TLS: TLS when any of the three asks for it. (With
+    /// `handshake_first` TLS starts before INFO, so it is always on.)
+    pub fn use_tls(&self, scheme_tls: bool, server_requires: bool) -> bool {
+        self.requires_tls()
+            || scheme_tls
+            || server_requires
+            || self.tls.as_ref().is_some_and(|t| t.handshake_first)
+    }
+
     /// The inbox prefix in use.
     pub fn inbox_prefix(&self) -> &str {
         self.inbox_prefix.as_deref().unwrap_or("_INBOX")
@@ -253,8 +270,10 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
             })?
         }
     };
+    // async-nats applies `use_tls` itself for the scheme and the server's
+    // INFO; what it needs from us is whether the client insists.
+    opts = opts.require_tls(config.requires_tls());
     if let Some(tls) = &config.tls {
-        opts = opts.require_tls(true);
         if let Some(ca) = &tls.ca {
             check_file("TLS CA", ca)?;
             opts = opts.add_root_certificates(ca.clone());
@@ -356,6 +375,19 @@ fn connect_error(shown: &str, e: async_nats::ConnectError) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_tls_decision_for_both_connections() {
+        let plain = super::ConnectConfig::default();
+        assert!(!plain.requires_tls() && !plain.use_tls(false, false));
+        assert!(plain.use_tls(true, false), "a tls:// URL");
+        assert!(plain.use_tls(false, true), "a server that requires TLS");
+        let with_ca = super::ConnectConfig {
+            tls: Some(super::TlsConfig::default()),
+            ..Default::default()
+        };
+        assert!(with_ca.requires_tls() && with_ca.use_tls(false, false));
+    }
+
     use super::*;
 
     #[test]
