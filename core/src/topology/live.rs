@@ -18,11 +18,7 @@ pub struct LiveConsumer {
 impl LiveConsumer {
     /// From a consumer info (`{"config": ...}`) or a bare consumer config.
     pub fn new(info_or_config: Value) -> LiveConsumer {
-        let info = if info_or_config.get("config").is_some_and(Value::is_object) {
-            info_or_config
-        } else {
-            json!({ "config": info_or_config })
-        };
+        let info = as_info(info_or_config);
         let cfg = &info["config"];
         let name = cfg
             .get("durable_name")
@@ -39,10 +35,7 @@ impl LiveConsumer {
     }
 
     pub fn config_map(&self) -> &Map<String, Value> {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        self.info["config"]
-            .as_object()
-            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+        config_map(&self.info)
     }
 }
 
@@ -59,11 +52,7 @@ pub struct LiveStream {
 impl LiveStream {
     /// From a stream info (`{"config": ...}`) or a bare stream config, plus consumers.
     pub fn new(info_or_config: Value, consumers: Vec<Value>) -> LiveStream {
-        let info = if info_or_config.get("config").is_some_and(Value::is_object) {
-            info_or_config
-        } else {
-            json!({ "config": info_or_config })
-        };
+        let info = as_info(info_or_config);
         let name = info["config"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -80,10 +69,7 @@ impl LiveStream {
     }
 
     pub fn config_map(&self) -> &Map<String, Value> {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        self.info["config"]
-            .as_object()
-            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+        config_map(&self.info)
     }
 
     pub fn consumer(&self, name: &str) -> Option<&LiveConsumer> {
@@ -119,4 +105,22 @@ impl LiveState {
     pub fn version(&self) -> Version {
         Version::parse(&self.server_version)
     }
+}
+
+/// An info as the server returns it (`{"config": ...}`), from either an
+/// info or a bare config.
+fn as_info(info_or_config: Value) -> Value {
+    if info_or_config.get("config").is_some_and(Value::is_object) {
+        info_or_config
+    } else {
+        json!({ "config": info_or_config })
+    }
+}
+
+/// The `config` object of an info (empty when there is none).
+fn config_map(info: &Value) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    info["config"]
+        .as_object()
+        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
 }
