@@ -10,11 +10,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTypeInfo;
 
-use async_nats::Subject;
-use natsbus_core::client::consume::{AckKind, InboundMessage, Inbox};
 use natsbus_core::client::health::Health as CoreHealth;
-use natsbus_core::client::read::pull::{PullConsumer, PullOptions, DEFAULT_MAX_BYTES};
-use natsbus_core::client::{Reader, SubscriptionPump};
+use natsbus_core::client::read::ordered::{Replay, ReplayOptions, Start};
+use natsbus_core::client::read::pull::{PullOptions, DEFAULT_MAX_BYTES};
+use natsbus_core::client::read::{self, Reader};
+use natsbus_core::client::stored::Lookup;
+use natsbus_core::client::SubscriptionPump;
 
 // The signatures below spell DEFAULT_MAX_BYTES out, so the text signature
 // (and the stub checked against it) shows the number.
@@ -28,10 +29,11 @@ use natsbus_core::{Error, ErrorKind};
 use crate::args::{utf8, Text};
 use crate::codec::{encode, json_to_py, py_to_json};
 use crate::errors::{to_pyerr, IntoPyResult};
-use crate::message::{seconds, to_py_list, AckCtx, Message};
+use crate::message::{seconds, AckCtx, Message};
 use crate::publish_conn::{PublishConn, PublishSetup};
 use crate::results::{Health, PubAck};
 use crate::runtime::{forked_error, Completer, Deliver, ForkSafe, WithPy};
+use crate::source::{MessageSource, Source};
 
 /// Convert `{"k": "v", "k2": ["a", "b"]}` into NATS headers.
 pub fn headers_from_py(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<HeaderMap>, Error> {
@@ -197,6 +199,38 @@ impl Bus {
         &self.io.conn
     }
 
+    /// Spawn `open`, and hand its reader to Python as a `MessageSource`
+    /// registered with the bus (which closes it when the bus closes).
+    fn open_source(
+        slf: &Bound<'_, Self>,
+        held: Option<Py<PyAny>>,
+        model: Option<Py<PyAny>>,
+        acks: bool,
+        open: impl std::future::Future<Output = Result<Arc<dyn Reader>, Error>> + Send + 'static,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let ack = this.ack.clone();
+        let bus: Py<Bus> = slf.clone().unbind();
+        this.completer.spawn(py, async move {
+            let reader = open.await?;
+            Ok(WithPy(move |py: Python<'_>| {
+                let source = Arc::new(Source::new(reader, held, ack.clone()));
+                let bus = bus.get();
+                if bus.closed.load(Ordering::Acquire) {
+                    // Closed while we opened it: do not hand out a source
+                    // the bus will never close.
+                    let s = source.clone();
+                    crate::runtime::runtime().spawn(async move { s.close().await });
+                    return Err(to_pyerr(py, &Error::closed()));
+                }
+                bus.register(&source);
+                let src = MessageSource::new(source, model, ack, acks);
+                Ok(Py::new(py, src)?.into_any())
+            }))
+        })
+    }
+
     fn register(&self, source: &Arc<Source>) {
         let mut all = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|w| w.strong_count() > 0);
@@ -310,7 +344,7 @@ impl Bus {
     }
 
     /// Send a request and wait for the reply message.
-    #[pyo3(signature = (subject, data=None, *, headers=None, timeout=5.0))]
+    #[pyo3(signature = (subject, data=None, *, headers=None, timeout=5.0, model=None))]
     fn request(
         &self,
         py: Python<'_>,
@@ -318,6 +352,7 @@ impl Bus {
         data: Option<&Bound<'_, PyAny>>,
         headers: Option<&Bound<'_, PyAny>>,
         timeout: f64,
+        model: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let timeout = seconds("timeout", Some(timeout))?;
@@ -327,7 +362,7 @@ impl Bus {
         self.completer.spawn(py, async move {
             let reply = client::request::request(&conn, msg, timeout).await?;
             Ok(WithPy(move |py: Python<'_>| {
-                Ok(Py::new(py, Message::new(reply, None, None))?.into_any())
+                Ok(Py::new(py, Message::new(reply, model, None))?.into_any())
             }))
         })
     }
@@ -343,27 +378,16 @@ impl Bus {
     ) -> PyResult<()> {
         self.check_open(py)?;
         let msg = outbound(reply, data, headers, None).py_err(py)?;
-        match msg.headers {
-            None => self
-                .ack
-                .acker()
-                .send_raw(msg.subject.into(), msg.payload)
-                .py_err(py),
-            Some(h) => {
-                let client = self.client().clone();
-                crate::runtime::runtime().spawn(async move {
-                    let _ = client
-                        .publish_with_headers(msg.subject, h, msg.payload)
-                        .await;
-                });
-                Ok(())
-            }
-        }
+        self.ack
+            .acker()
+            .send_raw(msg.subject.into(), msg.headers, msg.payload)
+            .py_err(py)
     }
 
-    /// Start a durable pull consumption (for `natsbus.Consumer`).
-    /// `held` is the consumer's deque of messages taken from the source
-    /// but not yet handed to the user: closing the bus releases them.
+    /// Start reading a durable consumer, pull or push (for
+    /// `natsbus.Consumer`). `held` is the consumer's deque of messages taken
+    /// from the source but not yet handed to the user: closing the bus
+    /// releases them.
     #[pyo3(signature = (stream, durable, *, model=None, batch=500, max_bytes=8388608,
         heartbeat=5.0, expires=30.0, held=None))]
     #[allow(clippy::too_many_arguments)]
@@ -379,8 +403,7 @@ impl Bus {
         held: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let this = slf.get();
-        this.check_open(py)?;
+        slf.get().check_open(py)?;
         if batch == 0 {
             return Err(to_pyerr(py, &Error::invalid("batch must be at least 1")));
         }
@@ -396,44 +419,49 @@ impl Bus {
             heartbeat: seconds("heartbeat", Some(heartbeat))?.unwrap_or_default(),
             expires: seconds("expires", Some(expires))?.unwrap_or_default(),
         };
+        let this = slf.get();
         let conn = this.conn().clone();
-        let ack = this.ack.clone();
-        let bus: Py<Bus> = slf.clone().unbind();
-        this.completer.spawn(py, async move {
-            let acker = ack.acker().clone();
-            let pull = PullConsumer::start(&conn, acker, &stream.0, &durable.0, opts).await?;
-            Ok(WithPy(move |py: Python<'_>| {
-                let source = Arc::new(Source::new(pull, held, ack.clone()));
-                let bus = bus.get();
-                if bus.closed.load(Ordering::Acquire) {
-                    // Closed while we connected the consumer: do not hand out
-                    // a source the bus will never close.
-                    let s = source.clone();
-                    crate::runtime::runtime().spawn(async move { s.close().await });
-                    return Err(to_pyerr(py, &Error::closed()));
-                }
-                bus.register(&source);
-                let src = MessageSource { source, model, ack };
-                Ok(Py::new(py, src)?.into_any())
-            }))
+        let acker = this.ack.acker().clone();
+        Bus::open_source(slf, held, model, true, async move {
+            read::open_durable(&conn, acker, &stream.0, &durable.0, opts).await
         })
     }
 
-    /// Subscribe to `subject` (for `natsbus.Service`).
-    #[pyo3(signature = (subject, queue=None, capacity=1024))]
+    /// Subscribe to `subject` (core NATS; for `natsbus.Subscription` and
+    /// `natsbus.Service`).
+    #[pyo3(signature = (subject, queue=None, capacity=1024, *, model=None))]
     fn subscribe(
         slf: &Bound<'_, Self>,
         subject: Text,
         queue: Option<Text>,
         capacity: usize,
+        model: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let this = slf.get();
-        this.check_open(py)?;
-        let conn = this.conn().clone();
-        let ack = this.ack.clone();
-        let bus: Py<Bus> = slf.clone().unbind();
-        this.completer.spawn(py, async move {
+        slf.get().check_open(py)?;
+        if let Some(problem) = natsbus_core::subjects::subject_problem(&subject.0) {
+            return Err(to_pyerr(
+                py,
+                &Error::invalid(format!("cannot subscribe to {:?}: {problem}", subject.0)),
+            ));
+        }
+        if let Some(q) = &queue {
+            if q.as_str().is_empty()
+                || q.as_str()
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(to_pyerr(
+                    py,
+                    &Error::invalid(format!(
+                        "queue group {:?} must be non-empty, without whitespace",
+                        q.as_str()
+                    )),
+                ));
+            }
+        }
+        let conn = slf.get().conn().clone();
+        Bus::open_source(slf, None, model, false, async move {
             let pump = SubscriptionPump::start(
                 &conn.client,
                 &subject.0,
@@ -449,17 +477,107 @@ impl Bus {
                 conn.client.timeout().unwrap_or(Duration::from_secs(5)),
             )
             .await;
+            let reader: Arc<dyn Reader> = Arc::new(pump);
+            Ok(reader)
+        })
+    }
+
+    /// Start an ordered replay of `stream` (for `natsbus.Replay`). `start`
+    /// is `("first", None)`, `("seq", n)`, `("time", rfc3339)` or
+    /// `("last_per_subject", None)`.
+    #[pyo3(signature = (stream, *, start_seq=None, start_time=None, last_per_subject=false,
+        subjects=None, follow=false, model=None, heartbeat=2.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn open_replay(
+        slf: &Bound<'_, Self>,
+        stream: Text,
+        start_seq: Option<u64>,
+        start_time: Option<Text>,
+        last_per_subject: bool,
+        subjects: Option<Vec<Text>>,
+        follow: bool,
+        model: Option<Py<PyAny>>,
+        heartbeat: f64,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.get().check_open(py)?;
+        let opts = replay_options(
+            start_seq,
+            start_time.map(|t| t.0),
+            last_per_subject,
+            subjects
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| t.0)
+                .collect(),
+            follow,
+            seconds("heartbeat", Some(heartbeat))?.unwrap_or_default(),
+        )
+        .py_err(py)?;
+        client::jsapi::check_name(&stream.0, "stream").py_err(py)?;
+        let conn = slf.get().conn().clone();
+        Bus::open_source(slf, None, model, false, async move {
+            let reader: Arc<dyn Reader> = Replay::start(&conn, &stream.0, opts).await?;
+            Ok(reader)
+        })
+    }
+
+    /// One stored message of `stream`: at `seq`, or the last on
+    /// `last_for_subject`, or (neither given) the stream's last message.
+    #[pyo3(signature = (stream, seq=None, last_for_subject=None, *, model=None))]
+    fn get_message(
+        &self,
+        py: Python<'_>,
+        stream: Text,
+        seq: Option<u64>,
+        last_for_subject: Option<Text>,
+        model: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let at = match (seq, last_for_subject) {
+            (Some(_), Some(_)) => {
+                return Err(to_pyerr(
+                    py,
+                    &Error::invalid("give seq or last_for_subject, not both"),
+                ))
+            }
+            (Some(n), None) => Lookup::Seq(n),
+            (None, Some(subject)) => {
+                if let Some(problem) = natsbus_core::subjects::subject_problem(&subject.0) {
+                    return Err(to_pyerr(
+                        py,
+                        &Error::invalid(format!("last_for_subject {:?}: {problem}", subject.0)),
+                    ));
+                }
+                Lookup::LastFor(subject.0)
+            }
+            (None, None) => Lookup::LastFor(">".to_string()),
+        };
+        let js = self.conn().js.clone();
+        self.completer.spawn(py, async move {
+            let stored = client::stored::get_message(&js, &stream.0, &at).await?;
             Ok(WithPy(move |py: Python<'_>| {
-                let source = Arc::new(Source::new(Arc::new(pump), None, ack.clone()));
-                bus.get().register(&source);
-                let src = MessageSource {
-                    source,
-                    model: None,
-                    ack,
-                };
-                Ok(Py::new(py, src)?.into_any())
+                Ok(Py::new(py, Message::stored(stored, model))?.into_any())
             }))
         })
+    }
+
+    /// Publish on core NATS, fire and forget: no stream, no ack. Queued in
+    /// order with acks and replies; `flush()` waits until it is written.
+    #[pyo3(signature = (subject, data, *, headers=None))]
+    fn publish_core(
+        &self,
+        py: Python<'_>,
+        subject: Text,
+        data: &Bound<'_, PyAny>,
+        headers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.check_open(py)?;
+        let msg = outbound(subject.as_str(), data, headers, None).py_err(py)?;
+        self.ack
+            .acker()
+            .send_raw(msg.subject.into(), msg.headers, msg.payload)
+            .py_err(py)
     }
 
     /// Raise `ClosedError` unless the bus is open (and was made in this
@@ -725,7 +843,7 @@ impl Bus {
         for source in &sources {
             // Takers now see "the bus is closed"; what the Python consumer
             // holds unhanded is released with the rest.
-            source.inbox.shut(Some(Error::closed()));
+            source.shut(Error::closed());
             source.claim_held(py)?;
         }
         let conn = self.conn().clone();
@@ -970,204 +1088,6 @@ impl Deliver for ManyAcks {
     }
 }
 
-/// One consumer or subscription of a bus: shared by its `MessageSource`
-/// and the bus, which closes it when the bus closes.
-pub struct Source {
-    inbox: Arc<Inbox>,
-    /// The reader filling `inbox` (a pull consumer, a subscription...).
-    reader: ForkSafe<Arc<dyn Reader>>,
-    /// The Python consumer's deque of messages taken from the inbox but not
-    /// yet handed to the user.
-    held: Option<Py<PyAny>>,
-    ack: Arc<AckCtx>,
-    /// Reply subjects of messages never handed out, to release (nak) once
-    /// the subscription is gone, so their redelivery goes to someone else.
-    release: Mutex<Vec<Subject>>,
-    stopped: AtomicBool,
-}
-
-impl Source {
-    fn new(reader: Arc<dyn Reader>, held: Option<Py<PyAny>>, ack: Arc<AckCtx>) -> Self {
-        Source {
-            inbox: reader.inbox().clone(),
-            reader: ForkSafe::new(reader),
-            held,
-            ack,
-            release: Mutex::new(Vec::new()),
-            stopped: AtomicBool::new(false),
-        }
-    }
-
-    fn is_current(&self) -> bool {
-        self.reader.is_current()
-    }
-
-    /// Claim messages that were never handed to the user; they are released
-    /// when the source has stopped (at once if it has already).
-    fn claim(&self, msgs: impl IntoIterator<Item = Subject>) {
-        let mut pending = self.release.lock().unwrap_or_else(|p| p.into_inner());
-        pending.extend(msgs);
-        if self.stopped.load(Ordering::Acquire) {
-            for reply in pending.drain(..) {
-                let _ = self.ack.acker().send(reply, &AckKind::Nak(None));
-            }
-        }
-    }
-
-    /// Claim what the Python consumer holds unhanded (its deque).
-    fn claim_held(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(held) = &self.held else {
-            return Ok(());
-        };
-        let held = held.bind(py);
-        let items = PyList::new(py, held.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
-        held.call_method0("clear")?;
-        let subjects: Vec<Subject> = items
-            .iter()
-            .filter_map(|m| {
-                m.cast::<Message>()
-                    .ok()
-                    .and_then(|m| m.get().claim_unhanded())
-            })
-            .collect();
-        self.claim(subjects);
-        Ok(())
-    }
-
-    /// Stop it (see `PullConsumer::stop`), release what was claimed, and
-    /// make sure the server read the releases. Idempotent.
-    async fn close(&self) {
-        self.reader.stop().await;
-        let claimed = {
-            let mut pending = self.release.lock().unwrap_or_else(|p| p.into_inner());
-            self.stopped.store(true, Ordering::Release);
-            std::mem::take(&mut *pending)
-        };
-        for reply in &claimed {
-            let _ = self.ack.acker().send(reply.clone(), &AckKind::Nak(None));
-        }
-        if claimed.is_empty() {
-            self.ack.acker().flush().await;
-        } else {
-            self.reader.settle(self.ack.acker()).await;
-        }
-    }
-}
-
-/// A buffered source of messages (a durable pull consumer or a core
-/// subscription). `take` hands out what is buffered without touching the
-/// runtime; `wait` is the slow path when the buffer is empty.
-#[pyclass(frozen, module = "natsbus._natsbus")]
-pub struct MessageSource {
-    source: Arc<Source>,
-    model: Option<Py<PyAny>>,
-    ack: Arc<AckCtx>,
-}
-
-struct Batch {
-    msgs: Vec<InboundMessage>,
-    inbox: Arc<Inbox>,
-    model: Option<Py<PyAny>>,
-    ack: Arc<AckCtx>,
-}
-
-impl Deliver for Batch {
-    fn into_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(
-            to_py_list(py, self.msgs, self.model.as_ref(), Some(&self.ack))?
-                .into_any()
-                .unbind(),
-        )
-    }
-    fn cancelled(self: Box<Self>) {
-        // The awaiting task was cancelled: nothing was handed out, keep order.
-        self.inbox.put_back(self.msgs);
-    }
-}
-
-impl MessageSource {
-    fn check(&self, py: Python<'_>) -> PyResult<()> {
-        if self.source.is_current() {
-            Ok(())
-        } else {
-            Err(to_pyerr(py, &forked_error("this consumer")))
-        }
-    }
-}
-
-#[pymethods]
-impl MessageSource {
-    /// Buffered messages, at once (possibly none): up to `max`, or when
-    /// `max` is None as many as the consumer's prefetch lets one take have.
-    #[pyo3(signature = (max=None))]
-    fn take<'py>(&self, py: Python<'py>, max: Option<usize>) -> PyResult<Bound<'py, PyList>> {
-        self.check(py)?;
-        let msgs = self.source.inbox.try_take(max).py_err(py)?;
-        to_py_list(py, msgs, self.model.as_ref(), Some(&self.ack))
-    }
-
-    /// Wait for at least `min` messages (default 1) and take up to `max`
-    /// (None: as `take`); after `timeout` seconds, take what is there
-    /// (possibly an empty list). A `max` also tells the consumer how many
-    /// messages to fetch.
-    #[pyo3(signature = (max=None, timeout=None, min=1))]
-    fn wait(
-        &self,
-        py: Python<'_>,
-        max: Option<usize>,
-        timeout: Option<f64>,
-        min: usize,
-    ) -> PyResult<Py<PyAny>> {
-        self.check(py)?;
-        let timeout = seconds("timeout", timeout)?;
-        let inbox = self.source.inbox.clone();
-        let model = self.model.as_ref().map(|m| m.clone_ref(py));
-        let ack = self.ack.clone();
-        self.ack.completer.clone().spawn(py, async move {
-            let msgs = inbox.take_filled(min, max, timeout).await?;
-            Ok(Batch {
-                msgs,
-                inbox,
-                model,
-                ack,
-            })
-        })
-    }
-
-    /// Number of messages buffered right now.
-    #[getter]
-    fn buffered(&self) -> usize {
-        self.source.inbox.len()
-    }
-
-    /// Keep `n` messages buffered or on their way for the next take, besides
-    /// those handed out (`batches(n)`: the next batch while this one is
-    /// processed); 0 to stop.
-    fn keep_ahead(&self, n: usize) {
-        self.source.inbox.set_ahead(n);
-    }
-
-    /// Stop receiving; see `Bus.close` for what happens to queued acks and
-    /// to messages never handed out. `release` are messages taken from this
-    /// source but never handed to the user: they are released too.
-    #[pyo3(signature = (release=Vec::new()))]
-    fn close(&self, py: Python<'_>, release: Vec<Py<Message>>) -> PyResult<Py<PyAny>> {
-        if !self.source.is_current() {
-            return Err(to_pyerr(py, &forked_error("this consumer")));
-        }
-        let subjects: Vec<Subject> = release
-            .iter()
-            .filter_map(|m| m.get().claim_unhanded())
-            .collect();
-        self.source.claim(subjects);
-        let source = self.source.clone();
-        self.ack.completer.clone().spawn(py, async move {
-            source.close().await;
-            Ok(())
-        })
-    }
-}
-
 /// `_natsbus.connect(...)`: the Python wrapper fills defaults from the
 /// environment and calls this with explicit values.
 #[pyfunction]
@@ -1286,5 +1206,46 @@ pub fn connect(
             };
             Ok(Py::new(py, bus)?.into_any())
         }))
+    })
+}
+
+/// A replay's options from `replay()`'s arguments, or what is wrong with them.
+fn replay_options(
+    start_seq: Option<u64>,
+    start_time: Option<String>,
+    last_per_subject: bool,
+    subjects: Vec<String>,
+    follow: bool,
+    heartbeat: Duration,
+) -> Result<ReplayOptions, Error> {
+    let start = match (start_seq, start_time, last_per_subject) {
+        (None, None, false) => Start::First,
+        (Some(0), None, false) => {
+            return Err(Error::invalid(
+                "start_seq must be at least 1 (stream sequences start at 1)",
+            ))
+        }
+        (Some(n), None, false) => Start::Seq(n),
+        (None, Some(t), false) => Start::Time(t),
+        (None, None, true) => Start::LastPerSubject,
+        _ => {
+            return Err(Error::invalid(
+                "give at most one of start_seq, start_time and last_per_subject",
+            ))
+        }
+    };
+    for s in &subjects {
+        if let Some(problem) = natsbus_core::subjects::subject_problem(s) {
+            return Err(Error::invalid(format!("subjects: {s:?}: {problem}")));
+        }
+    }
+    if heartbeat < Duration::from_millis(100) {
+        return Err(Error::invalid("heartbeat must be at least 0.1 seconds"));
+    }
+    Ok(ReplayOptions {
+        start,
+        subjects,
+        follow,
+        heartbeat,
     })
 }

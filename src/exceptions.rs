@@ -29,6 +29,7 @@ mod py {
     pyo3::import_exception!(natsbus.errors, JetStreamError);
     pyo3::import_exception!(natsbus.errors, StreamNotFoundError);
     pyo3::import_exception!(natsbus.errors, ConsumerNotFoundError);
+    pyo3::import_exception!(natsbus.errors, MessageNotFoundError);
     pyo3::import_exception!(natsbus.errors, ExpectationError);
     pyo3::import_exception!(natsbus.errors, NoRespondersError);
     pyo3::import_exception!(natsbus.errors, NoStreamError);
@@ -58,6 +59,7 @@ pub fn class_for(py: Python<'_>, kind: ErrorKind) -> Bound<'_, PyType> {
         ErrorKind::StreamNotFound => py::StreamNotFoundError::type_object(py),
         ErrorKind::ConsumerNotFound => py::ConsumerNotFoundError::type_object(py),
         ErrorKind::Expectation => py::ExpectationError::type_object(py),
+        ErrorKind::MessageNotFound => py::MessageNotFoundError::type_object(py),
         ErrorKind::Internal => py::NatsbusError::type_object(py),
     }
 }

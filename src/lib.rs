@@ -18,6 +18,7 @@ mod publish_conn;
 mod results;
 mod rules;
 mod runtime;
+mod source;
 mod topology;
 
 /// For tests: work spawned on `bus`'s runtime that panics with `message`.
@@ -66,7 +67,7 @@ fn _natsbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bus::Bus>()?;
     m.add_class::<results::PubAck>()?;
     m.add_class::<results::Health>()?;
-    m.add_class::<bus::MessageSource>()?;
+    m.add_class::<source::MessageSource>()?;
     m.add_class::<message::Message>()?;
     m.add_class::<topology::Topology>()?;
     m.add_class::<plan::Problem>()?;

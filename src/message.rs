@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use natsbus_core::client::consume::{
     ack_sync, parse_delivery, AckKind, Acker, Delivery, InboundMessage,
 };
+use natsbus_core::client::stored::StoredMessage;
 use natsbus_core::{Error, ErrorKind};
 
 use crate::codec::{decode_json, type_name};
@@ -98,6 +99,23 @@ impl Message {
         }
     }
 
+    /// A message read from the stream's storage (`get_message`): it knows
+    /// its stream, sequence and time, and has nothing to acknowledge.
+    pub fn stored(stored: StoredMessage, model: Option<Py<PyAny>>) -> Message {
+        let delivery = Delivery {
+            stream: Some(stored.stream),
+            consumer: None,
+            delivered: 0,
+            seq: stored.seq,
+            consumer_seq: 0,
+            timestamp_ns: stored.timestamp_ns,
+            pending: 0,
+        };
+        let msg = Message::new(stored.message, model, None);
+        let _ = msg.delivery.set(Some(delivery));
+        msg
+    }
+
     fn delivery(&self) -> Option<&Delivery> {
         self.delivery
             .get_or_init(|| {
@@ -112,6 +130,10 @@ impl Message {
     fn jetstream_reply(&self) -> PyResult<(&Arc<AckCtx>, Subject)> {
         match (&self.ack, &self.inner.reply) {
             (Some(ctx), Some(reply)) if self.delivery().is_some() => Ok((ctx, reply.clone())),
+            (None, _) if self.delivery().is_some() => Err(invalid(format!(
+                "{} comes from a replay or from get_message, which take no acknowledgement",
+                self.where_()
+            ))),
             _ => Err(invalid(format!(
                 "message on {:?} is not a JetStream delivery: there is nothing to acknowledge",
                 self.inner.subject.as_str()
@@ -317,6 +339,17 @@ impl Message {
         let client = ctx.client().clone();
         ctx.completer
             .spawn(py, async move { ack_sync(&client, reply, timeout).await })
+    }
+
+    /// `Message[Task]` in annotations: a message whose `data` is a `Task`.
+    #[classmethod]
+    fn __class_getitem__(
+        cls: &Bound<'_, pyo3::types::PyType>,
+        item: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        let alias = py.import("types")?.getattr("GenericAlias")?;
+        Ok(alias.call1((cls, item))?.unbind())
     }
 
     fn __repr__(&self) -> String {

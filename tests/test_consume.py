@@ -354,12 +354,6 @@ async def test_cancelled_wait_loses_nothing(bus: natsbus.Bus, make_stream: Strea
         await msg.ack()
 
 
-async def test_push_consumer_is_refused(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
-    stream, _ = await make_stream("pushy", consumer_config={"deliver_subject": "deliver.here"})
-    with pytest.raises(natsbus.InvalidArgumentError, match="push consumer"):
-        await bus.consume(stream, "pushy").start()
-
-
 async def test_iteration_ends_after_close(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
     stream, p = await make_stream("w")
     await bus.publish(f"{p}.e", {"i": 1})

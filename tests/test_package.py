@@ -26,6 +26,7 @@ def test_error_hierarchy() -> None:
         "DriftError", "JetStreamError", "NoStreamError", "StreamNotFoundError",
         "ConsumerNotFoundError", "ExpectationError", "DecodeError", "ClosedError",
         "EncodeError", "InvalidArgumentError", "NoRespondersError", "BatchPublishError",
+        "MessageNotFoundError", "ServiceError",
     ]:  # fmt: skip
         cls = getattr(natsbus, name)
         assert issubclass(cls, base), name
@@ -34,7 +35,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(natsbus.AuthError, natsbus.ConnectError)
     assert issubclass(natsbus.TimeoutError, builtins.TimeoutError)
     for cls in (natsbus.StreamNotFoundError, natsbus.ConsumerNotFoundError,
-                natsbus.ExpectationError):  # fmt: skip
+                natsbus.ExpectationError, natsbus.MessageNotFoundError):  # fmt: skip
         assert issubclass(cls, natsbus.JetStreamError)
     assert issubclass(natsbus.NoStreamError, natsbus.NoRespondersError)
     e = natsbus.JetStreamError("x")

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     StreamNotFound,
     /// The named consumer does not exist.
     ConsumerNotFound,
+    /// The stream holds no message at that sequence (or for that subject).
+    MessageNotFound,
     /// A publish expectation (last sequence, last msg id, stream) failed.
     Expectation,
     /// A bug in natsbus itself (a panic in spawned work): the message says where.
@@ -70,6 +72,7 @@ impl ErrorKind {
         ErrorKind::ConsumerNotFound,
         ErrorKind::Expectation,
         ErrorKind::Internal,
+        ErrorKind::MessageNotFound,
     ];
 
     /// Where this kind sits in [`ErrorKind::ALL`] (an exhaustive match: a
@@ -94,6 +97,7 @@ impl ErrorKind {
             ErrorKind::ConsumerNotFound => 15,
             ErrorKind::Expectation => 16,
             ErrorKind::Internal => 17,
+            ErrorKind::MessageNotFound => 18,
         }
     }
 }
@@ -118,6 +122,7 @@ impl ApiError {
         match self.err_code {
             10059 => ErrorKind::StreamNotFound,
             10014 => ErrorKind::ConsumerNotFound,
+            10037 => ErrorKind::MessageNotFound,
             // wrong last sequence, wrong last msg id, expected stream mismatch
             10071 | 10070 | 10060 => ErrorKind::Expectation,
             _ => ErrorKind::JetStream,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
 
 from ._consumer import Consumer, Service, start_service
+from ._readers import Replay, Subscription, replay_args
+from .errors import InvalidArgumentError, ServiceError
 
 if TYPE_CHECKING:
     import os
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
     _TopologyArg = Union[Topology, Mapping[str, Any], str, os.PathLike[str]]
 
 __all__ = ["Bus"]
+
+T = TypeVar("T")
 
 
 class Bus:
@@ -88,19 +93,71 @@ class Bus:
         """
         return self._core.publish_many(items, window=window, timeout=timeout)
 
-    def request(
+    def publish_core(
+        self,
+        subject: str,
+        data: Any = None,
+        *,
+        headers: Optional[_Headers] = None,
+    ) -> None:
+        """Publish on core NATS, fire and forget: no stream, no ack, at most once.
+
+        For notifications a live ``subscribe()`` tail or a queue group reads
+        (what ``nc.publish`` is in nats-py). Data is encoded like
+        ``publish``; the message is queued in order with acks and replies
+        (``await bus.flush()`` waits until it is written). A stream that
+        captures the subject still stores it, but nothing waits for its ack.
+        """
+        self._core.publish_core(subject, b"" if data is None else data, headers=headers)
+
+    @overload
+    async def request(
         self,
         subject: str,
         data: Any = None,
         *,
         headers: Optional[_Headers] = None,
         timeout: float = 5.0,
-    ) -> Awaitable[Message]:
+        model: None = None,
+    ) -> Message[Any]: ...
+
+    @overload
+    async def request(
+        self,
+        subject: str,
+        data: Any = None,
+        *,
+        headers: Optional[_Headers] = None,
+        timeout: float = 5.0,
+        model: Callable[..., T],
+    ) -> Message[T]: ...
+
+    async def request(
+        self,
+        subject: str,
+        data: Any = None,
+        *,
+        headers: Optional[_Headers] = None,
+        timeout: float = 5.0,
+        model: Any = None,
+    ) -> Message[Any]:
         """Send a core NATS request and return the reply ``Message``.
 
-        Nobody listening raises ``NoRespondersError`` at once.
+        With ``model``, ``reply.data`` decodes into it. Nobody listening
+        raises ``NoRespondersError`` at once; a reply carrying a
+        ``Nats-Service-Error`` header (what ``serve()`` and NATS micro
+        services send when their handler fails) raises ``ServiceError``
+        with ``.code`` and ``.description``.
         """
-        return self._core.request(subject, data, headers=headers, timeout=timeout)
+        reply = await self._core.request(
+            subject, data, headers=headers, timeout=timeout, model=model
+        )
+        headers_in = reply.headers
+        if "Nats-Service-Error" in headers_in or "Nats-Service-Error-Code" in headers_in:
+            code_text = headers_in.get("Nats-Service-Error-Code", "")
+            code = int(code_text) if code_text.strip().isdigit() else 500
+            raise ServiceError(code, headers_in.get("Nats-Service-Error", ""), reply)
+        return reply
 
     # -- consuming and serving -----------------------------------------------------------------
 
@@ -124,6 +181,58 @@ class Bus:
         self._core.check_open(stream, durable)
         return Consumer(self, stream, durable, model, batch, max_bytes)
 
+    if TYPE_CHECKING:
+        from ._worker import Handlers, Worker
+
+    @overload
+    def worker(
+        self,
+        stream: str,
+        durable: str,
+        handler: Handlers[Any],
+        *,
+        model: None = None,
+        concurrency: int = 1,
+    ) -> Worker[Any]: ...
+
+    @overload
+    def worker(
+        self,
+        stream: str,
+        durable: str,
+        handler: Handlers[T],
+        *,
+        model: Callable[..., T],
+        concurrency: int = 1,
+    ) -> Worker[T]: ...
+
+    def worker(
+        self,
+        stream: str,
+        durable: str,
+        handler: Handlers[Any],
+        *,
+        model: Any = None,
+        concurrency: int = 1,
+    ) -> Worker[Any]:
+        """A ``Worker`` running ``handler(msg)`` for every message of a durable consumer.
+
+        ``await worker.run()`` (or ``async with worker:``, or
+        ``await natsbus.run(worker)``) consumes until ``worker.stop()``.
+        Returning from the handler acks the message, raising naks it with
+        the consumer's backoff (default 1 s doubling to 60 s), raising
+        ``natsbus.Reject(reason)`` or a payload that does not decode into
+        ``model`` terms it (dead-lettered when the consumer declares a
+        dead-letter subject). The handler may be sync (run in a thread) or
+        async, or a mapping of subject patterns (``*``, ``>``) to handlers:
+        the first that matches a message's subject handles it. Up to
+        ``concurrency`` handlers run at once. See the README, "Workers".
+        """
+        from ._worker import Worker
+
+        self._core.check_open(stream, durable)
+        return Worker(self, stream, durable, handler, model=model, concurrency=concurrency)
+
     def serve(
         self,
         subject: str,
@@ -139,6 +248,133 @@ class Bus:
         """
         self._core.check_open(subject, queue)
         return start_service(self, subject, handler, queue, max_concurrency)
+
+    @overload
+    def subscribe(
+        self,
+        subject: str,
+        queue: Optional[str] = None,
+        model: None = None,
+        *,
+        capacity: int = 1024,
+    ) -> Subscription[Any]: ...
+
+    @overload
+    def subscribe(
+        self,
+        subject: str,
+        queue: Optional[str] = None,
+        *,
+        model: Callable[..., T],
+        capacity: int = 1024,
+    ) -> Subscription[T]: ...
+
+    def subscribe(
+        self,
+        subject: str,
+        queue: Optional[str] = None,
+        model: Any = None,
+        *,
+        capacity: int = 1024,
+    ) -> Subscription[Any]:
+        """A core NATS subscription: ``async with bus.subscribe("events.>") as sub``.
+
+        Wildcards allowed; with ``queue``, members of the group share the
+        messages. No stream, no acks: what is published while it is open.
+        ``model`` decodes ``msg.data`` as in ``consume``.
+        """
+        self._core.check_open(subject, queue)
+        if capacity < 1:
+            raise InvalidArgumentError("capacity must be at least 1")
+        return Subscription(self, subject, queue, model, capacity)
+
+    @overload
+    def replay(
+        self,
+        stream: str,
+        *,
+        start_seq: Optional[int] = None,
+        start_time: Union[str, datetime.datetime, None] = None,
+        last_per_subject: bool = False,
+        subjects: Union[str, Sequence[str], None] = None,
+        model: None = None,
+        follow: bool = False,
+    ) -> Replay[Any]: ...
+
+    @overload
+    def replay(
+        self,
+        stream: str,
+        *,
+        start_seq: Optional[int] = None,
+        start_time: Union[str, datetime.datetime, None] = None,
+        last_per_subject: bool = False,
+        subjects: Union[str, Sequence[str], None] = None,
+        model: Callable[..., T],
+        follow: bool = False,
+    ) -> Replay[T]: ...
+
+    def replay(
+        self,
+        stream: str,
+        *,
+        start_seq: Optional[int] = None,
+        start_time: Union[str, datetime.datetime, None] = None,
+        last_per_subject: bool = False,
+        subjects: Union[str, Sequence[str], None] = None,
+        model: Any = None,
+        follow: bool = False,
+    ) -> Replay[Any]:
+        """Replay a stream in order: ``async with bus.replay("EVENTS", start_seq=15) as r``.
+
+        Starts at the first message, or at ``start_seq``, at ``start_time``
+        (a ``datetime`` or ISO-8601 text), or with the last message of each
+        subject (``last_per_subject``); ``subjects`` filters (wildcards
+        allowed). No acks and no durable left behind. Without ``follow`` the
+        iteration ends after the message that was last in the stream when
+        it started; with ``follow=True`` it goes on with new messages.
+        """
+        self._core.check_open(stream)
+        args = replay_args(start_seq, start_time, last_per_subject, subjects, model, follow)
+        return Replay(self, stream, args)
+
+    @overload
+    def get_message(
+        self,
+        stream: str,
+        seq: Optional[int] = None,
+        last_for_subject: Optional[str] = None,
+        *,
+        model: None = None,
+    ) -> Awaitable[Message[Any]]: ...
+
+    @overload
+    def get_message(
+        self,
+        stream: str,
+        seq: Optional[int] = None,
+        last_for_subject: Optional[str] = None,
+        *,
+        model: Callable[..., T],
+    ) -> Awaitable[Message[T]]: ...
+
+    def get_message(
+        self,
+        stream: str,
+        seq: Optional[int] = None,
+        last_for_subject: Optional[str] = None,
+        *,
+        model: Any = None,
+    ) -> Awaitable[Message[Any]]:
+        """One stored message: at ``seq``, or the last on ``last_for_subject``
+        (wildcards allowed), or, with neither, the stream's last message.
+
+        Decoded like any message (``.data``, ``.headers``, ``.seq``,
+        ``.timestamp``); a missing one raises ``MessageNotFoundError``.
+        """
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
+            raise InvalidArgumentError(f"seq must be a stream sequence (an int >= 1), got {seq!r}")
+        return self._core.get_message(stream, seq, last_for_subject, model=model)
 
     # -- JetStream and topology ----------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 import asyncio
 import os
 from collections.abc import Awaitable, Generator, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Optional, Union, final
+from typing import Any, Generic, Optional, TypeVar, Union, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -200,9 +200,14 @@ class Health:
     def ok(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+_T = TypeVar("_T")
+
 @final
-class Message:
-    """A received message; payload kept as bytes, decoded lazily."""
+class Message(Generic[_T]):
+    """A received message; payload kept as bytes, decoded lazily.
+
+    ``Message[Task]`` is a message whose ``data`` is a ``Task`` (the
+    ``model=`` of the reader that delivered it)."""
     @property
     def subject(self) -> str: ...
     @property
@@ -216,7 +221,7 @@ class Message:
     @property
     def headers_all(self) -> dict[str, list[str]]: ...
     @property
-    def data(self) -> Any: ...
+    def data(self) -> _T: ...
     @property
     def stream(self) -> Optional[str]: ...
     @property
@@ -236,6 +241,8 @@ class Message:
     def term(self, reason: Optional[str] = None) -> Ready: ...
     def in_progress(self) -> Ready: ...
     def ack_sync(self, timeout: float = 5.0) -> Awaitable[None]: ...
+    @classmethod
+    def __class_getitem__(cls, item: Any) -> Any: ...
 
 @final
 class Topology:
@@ -258,15 +265,17 @@ _TopologyArg = Union[Topology, Mapping[str, Any], str, os.PathLike[str]]
 
 @final
 class MessageSource:
-    """A buffered source of messages (consumer or subscription)."""
-    def take(self, max: Optional[int] = None) -> list[Message]: ...
+    """A buffered source of messages (consumer, subscription or replay)."""
+    def take(self, max: Optional[int] = None) -> list[Message[Any]]: ...
     def wait(
         self, max: Optional[int] = None, timeout: Optional[float] = None, min: int = 1
-    ) -> Awaitable[list[Message]]: ...
+    ) -> Awaitable[list[Message[Any]]]: ...
     @property
     def buffered(self) -> int: ...
+    @property
+    def finished(self) -> bool: ...
     def keep_ahead(self, n: int) -> None: ...
-    def close(self, release: Sequence[Message] = ...) -> Awaitable[None]: ...
+    def close(self, release: Sequence[Message[Any]] = ...) -> Awaitable[None]: ...
 
 @final
 @final
@@ -300,7 +309,8 @@ class BusCore:
         *,
         headers: Optional[_Headers] = None,
         timeout: float = 5.0,
-    ) -> Awaitable[Message]: ...
+        model: Any = None,
+    ) -> Awaitable[Message[Any]]: ...
     def respond(self, reply: str, data: Any, *, headers: Optional[_Headers] = None) -> None: ...
     def open_consumer(
         self,
@@ -315,8 +325,36 @@ class BusCore:
         held: Any = None,
     ) -> Awaitable[MessageSource]: ...
     def subscribe(
-        self, subject: str, queue: Optional[str] = None, capacity: int = 1024
+        self,
+        subject: str,
+        queue: Optional[str] = None,
+        capacity: int = 1024,
+        *,
+        model: Any = None,
     ) -> Awaitable[MessageSource]: ...
+    def open_replay(
+        self,
+        stream: str,
+        *,
+        start_seq: Optional[int] = None,
+        start_time: Optional[str] = None,
+        last_per_subject: bool = False,
+        subjects: Optional[Sequence[str]] = None,
+        follow: bool = False,
+        model: Any = None,
+        heartbeat: float = 2.0,
+    ) -> Awaitable[MessageSource]: ...
+    def get_message(
+        self,
+        stream: str,
+        seq: Optional[int] = None,
+        last_for_subject: Optional[str] = None,
+        *,
+        model: Any = None,
+    ) -> Awaitable[Message[Any]]: ...
+    def publish_core(
+        self, subject: str, data: Any, *, headers: Optional[_Headers] = None
+    ) -> None: ...
     def attach_publish_connection(self, conn: Optional[PublishConn]) -> None: ...
     def keep_publish_task(self, task: asyncio.Task[None]) -> None: ...
     @property

@@ -31,9 +31,11 @@ __all__ = [
     "ExpectationError",
     "InvalidArgumentError",
     "JetStreamError",
+    "MessageNotFoundError",
     "NatsbusError",
     "NoRespondersError",
     "NoStreamError",
+    "ServiceError",
     "StreamNotFoundError",
     "StreamUnavailableError",
     "TimeoutError",
@@ -142,6 +144,10 @@ class ConsumerNotFoundError(JetStreamError):
     """The consumer does not exist."""
 
 
+class MessageNotFoundError(JetStreamError):
+    """The stream holds no message at that sequence (or for that subject)."""
+
+
 class ExpectationError(JetStreamError):
     """A publish expectation failed (wrong last sequence, last msg id or stream)."""
 
@@ -160,6 +166,24 @@ class StreamUnavailableError(TimeoutError):
     It had no leader (an election, a restart, a lame-duck hand-over) until
     the publish timeout; the publish was retried until then.
     """
+
+
+class ServiceError(NatsbusError):
+    """A service answered a request with an error (the ``Nats-Service-Error`` header).
+
+    ``.code`` is the ``Nats-Service-Error-Code`` header as an int (500 when
+    it is missing or not a number), ``.description`` the service's text,
+    ``.reply`` the reply message itself.
+    """
+
+    def __init__(self, code: int, description: str, reply: object = None) -> None:
+        super().__init__(f"service error {code}: {description}")
+        self.code = code
+        self.description = description
+        self.reply = reply
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.code, self.description))
 
 
 class BatchPublishError(NatsbusError):

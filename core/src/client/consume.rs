@@ -89,6 +89,8 @@ struct InboxState {
     bytes: usize,
     closed: bool,
     error: Option<Error>,
+    /// The reader delivered everything it was to deliver (a replay's end).
+    finished: bool,
     flow: Flow,
 }
 
@@ -143,6 +145,7 @@ impl Inbox {
                 bytes: 0,
                 closed: false,
                 error: None,
+                finished: false,
                 flow: Flow::default(),
             }),
             data: Notify::new(),
@@ -447,6 +450,24 @@ impl Inbox {
         self.data.notify_one();
     }
 
+    /// The reader has delivered all it was to: takers get what is buffered,
+    /// then a `Closed` error, and [`is_finished`](Self::is_finished) says
+    /// it was the end rather than a failure.
+    pub fn finish(&self) {
+        let mut st = self.lock();
+        st.finished = true;
+        st.error
+            .get_or_insert_with(|| Error::new(ErrorKind::Closed, "the reader reached its end"));
+        drop(st);
+        self.data.notify_waiters();
+        self.data.notify_one();
+    }
+
+    /// True once the reader delivered everything it was to (see [`finish`](Self::finish)).
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }
@@ -485,6 +506,7 @@ impl AckKind {
 
 enum AckCmd {
     Send(Subject, Bytes),
+    SendWithHeaders(Subject, HeaderMap, Bytes),
     Flush(oneshot::Sender<()>),
 }
 
@@ -509,6 +531,9 @@ impl Acker {
                             // server then redelivers after ack_wait.
                             let _ = client.publish(subject, body).await;
                         }
+                        AckCmd::SendWithHeaders(subject, headers, body) => {
+                            let _ = client.publish_with_headers(subject, headers, body).await;
+                        }
                         AckCmd::Flush(done) => {
                             let _ = client.flush().await;
                             let _ = done.send(());
@@ -527,11 +552,19 @@ impl Acker {
             .map_err(|_| Error::closed())
     }
 
-    /// Queue a plain publish (used for replies of `serve`).
-    pub fn send_raw(&self, subject: Subject, body: Bytes) -> Result<()> {
-        self.tx
-            .send(AckCmd::Send(subject, body))
-            .map_err(|_| Error::closed())
+    /// Queue a core publish (replies of `serve`, `publish_core`), in order
+    /// with everything else queued here.
+    pub fn send_raw(
+        &self,
+        subject: Subject,
+        headers: Option<HeaderMap>,
+        body: Bytes,
+    ) -> Result<()> {
+        let cmd = match headers {
+            None => AckCmd::Send(subject, body),
+            Some(h) => AckCmd::SendWithHeaders(subject, h, body),
+        };
+        self.tx.send(cmd).map_err(|_| Error::closed())
     }
 
     /// Wait until everything queued so far has been written to the socket.

@@ -13,6 +13,7 @@ pub mod publish_conn;
 pub mod read;
 pub mod request;
 pub mod roundtrip;
+pub mod stored;
 pub mod wire;
 
 pub use connect::{connect, Auth, ConnectConfig, Connected, Reconnects, TlsConfig};

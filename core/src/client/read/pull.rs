@@ -606,21 +606,29 @@ impl PullConsumer {
         durable: &str,
         opts: PullOptions,
     ) -> Result<Arc<PullConsumer>> {
+        let info = conn.js.consumer_info(stream, durable).await?;
+        PullConsumer::start_with(conn, acker, stream, durable, &info, opts)
+    }
+
+    /// Start pulling from a consumer whose `CONSUMER.INFO` answer is `info`.
+    pub fn start_with(
+        conn: &Connected,
+        acker: Acker,
+        stream: &str,
+        durable: &str,
+        info: &Value,
+        opts: PullOptions,
+    ) -> Result<Arc<PullConsumer>> {
         if opts.max_messages == 0 {
             return Err(Error::invalid("batch must be at least 1"));
         }
         if opts.max_bytes == 0 {
             return Err(Error::invalid("max_bytes must be at least 1"));
         }
-        let info = conn.js.consumer_info(stream, durable).await?;
         let config = info.get("config").cloned().unwrap_or_default();
-        if config
-            .get("deliver_subject")
-            .and_then(|v| v.as_str())
-            .is_some_and(|s| !s.is_empty())
-        {
+        if super::push::deliver_subject(&config).is_some() {
             return Err(Error::invalid(format!(
-                "consumer {durable:?} on stream {stream:?} is a push consumer (it has a deliver_subject); consume() needs a pull consumer"
+                "consumer {durable:?} on stream {stream:?} is a push consumer (it has a deliver_subject): read it with consume(), which handles both kinds"
             )));
         }
         let limits = ServerLimits::from_config(&config, conn.client.server_info().max_payload);
