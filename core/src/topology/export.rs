@@ -59,10 +59,9 @@ pub fn export(live: &LiveState, streams: &[String]) -> Value {
                 &want,
             );
             keep.shift_remove("durable_name");
-            consumers.insert(
-                c.name.clone(),
-                Value::Object(humanize(&keep, CONSUMER_FIELDS)),
-            );
+            let mut human = humanize(&keep, CONSUMER_FIELDS);
+            super::settings::lift(&mut human);
+            consumers.insert(c.name.clone(), Value::Object(human));
         }
         if !consumers.is_empty() {
             human.insert("consumers".into(), Value::Object(consumers));

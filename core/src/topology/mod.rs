@@ -31,6 +31,7 @@ pub mod normalize;
 pub mod plan;
 pub mod render;
 pub mod schema;
+pub mod settings;
 pub mod source;
 pub mod units;
 pub mod validate;
@@ -387,7 +388,14 @@ fn read_consumers(ctx: &mut Ctx, stream_path: &str, value: Option<&Value>) -> Ve
                 continue;
             }
         };
-        let mut config = convert_object(ctx, &raw, CONSUMER_FIELDS, &cpath, &[]);
+        let mut config = convert_object(
+            ctx,
+            &raw,
+            CONSUMER_FIELDS,
+            &cpath,
+            settings::CONSUMER_SETTING_FIELDS,
+        );
+        settings::apply(ctx, &raw, &cpath, &mut config);
         for key in ["durable_name", "name"] {
             if let Some(given) = config.get(key).and_then(Value::as_str) {
                 if given != name {

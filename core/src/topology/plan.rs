@@ -339,6 +339,7 @@ fn plan_consumer(
             diff.insert(f.name.to_string(), (l.clone(), d.clone()));
         }
     }
+    super::settings::split_diff(&mut diff);
     let (lf, df) = (filters(live), filters(&c.config));
     if lf != df {
         let field = if c.config.contains_key("filter_subjects") {
@@ -383,13 +384,10 @@ fn plan_consumer(
     if diff.is_empty() && verdict.is_clear() {
         return verdict.change(Action::Unchanged, &spec.name, Some(&c.name), diff, None);
     }
-    let mut config = update_body(
-        live,
-        &desired,
-        &diff,
-        version,
-        &["filter_subject", "filter_subjects"],
-    );
+    // Settings travel in the metadata update_body writes, never as fields.
+    let mut skip = vec!["filter_subject", "filter_subjects"];
+    skip.extend_from_slice(super::settings::CONSUMER_SETTING_FIELDS);
+    let mut config = update_body(live, &desired, &diff, version, &skip);
     if let Some(obj) = config.as_object_mut() {
         if diff.contains_key("filter_subject") || diff.contains_key("filter_subjects") {
             obj.remove("filter_subject");

@@ -788,3 +788,117 @@ fn export_round_trips() {
     let p = plan(&t, &live, &PlanOptions::default());
     assert!(!p.is_pending(), "{}\n{text}", p.render());
 }
+
+const DEAD_LETTERED: &str = "streams:
+  TASKS:
+    subjects: [tasks.>]
+    retention: workqueue
+    consumers:
+      worker:
+        max_deliver: 5
+        dead_letter: dlq.tasks
+  DLQ:
+    subjects: [dlq.>]
+";
+
+#[test]
+fn dead_letter_is_kept_in_metadata_and_round_trips() {
+    assert_eq!(
+        settings::CONSUMER_SETTING_FIELDS,
+        settings::CONSUMER_SETTINGS
+            .iter()
+            .map(|s| s.field)
+            .collect::<Vec<_>>()
+            .as_slice()
+    );
+    let t = yaml(DEAD_LETTERED).unwrap();
+    let worker = &t.streams()[0].consumers[0];
+    assert_eq!(
+        worker.config["metadata"]["natsbus.dead_letter"],
+        json!("dlq.tasks")
+    );
+    assert!(!worker.config.contains_key("dead_letter"));
+    // Planned against an empty server: the create carries it in metadata.
+    let p = plan(&t, &LiveState::new("2.15.1"), &PlanOptions::default());
+    let create = only(&p, "TASKS", Some("worker"));
+    assert_eq!(
+        create.body.unwrap()["config"]["metadata"]["natsbus.dead_letter"],
+        json!("dlq.tasks")
+    );
+    // The server has it: unchanged; a different subject is an update.
+    let meta = json!({"metadata": {"_nats.ver": "2.15.1", "natsbus.dead_letter": "dlq.tasks"},
+                      "max_deliver": 5});
+    let live = LiveState::new("2.15.1")
+        .with_stream(
+            server_stream("TASKS", &["tasks.>"], json!({"retention": "workqueue"})),
+            vec![server_consumer("worker", meta)],
+        )
+        .with_stream(server_stream("DLQ", &["dlq.>"], json!({})), vec![]);
+    let p = plan(&t, &live, &PlanOptions::default());
+    assert_eq!(only(&p, "TASKS", Some("worker")).action, Action::Unchanged);
+    let moved = yaml(&DEAD_LETTERED.replace("dlq.tasks", "dlq.other")).unwrap();
+    let p = plan(&moved, &live, &PlanOptions::default());
+    let update = only(&p, "TASKS", Some("worker"));
+    assert_eq!(update.action, Action::Update);
+    assert_eq!(
+        update.diff.keys().collect::<Vec<_>>(),
+        vec!["dead_letter"],
+        "{}",
+        p.render()
+    );
+    assert!(p.render().contains("dead_letter"), "{}", p.render());
+    let config = &update.body.unwrap()["config"];
+    assert_eq!(
+        config["metadata"]["natsbus.dead_letter"],
+        json!("dlq.other")
+    );
+    assert!(config.get("dead_letter").is_none(), "never sent as a field");
+    // Export writes the setting, not the metadata key.
+    let v = export(&live, &[]);
+    let exported = &v["streams"]["TASKS"]["consumers"]["worker"];
+    assert_eq!(exported["dead_letter"], json!("dlq.tasks"), "{v}");
+    assert!(exported.get("metadata").is_none(), "{v}");
+}
+
+#[test]
+fn dead_letter_rules() {
+    let p = problems(&DEAD_LETTERED.replace("dlq.tasks", "nowhere.tasks"));
+    has(
+        &p,
+        "streams.TASKS.consumers.worker.dead_letter",
+        "no declared stream stores \"nowhere.tasks\"",
+    );
+    let p = problems(&DEAD_LETTERED.replace("dlq.tasks", "tasks.failed"));
+    has(
+        &p,
+        "streams.TASKS.consumers.worker.dead_letter",
+        "the consumer's own stream",
+    );
+    let p = problems(&DEAD_LETTERED.replace("        max_deliver: 5\n", ""));
+    has(
+        &p,
+        "streams.TASKS.consumers.worker.max_deliver",
+        "finite max_deliver",
+    );
+    let p = problems(&DEAD_LETTERED.replace("dlq.tasks", "dlq.*"));
+    has(
+        &p,
+        "streams.TASKS.consumers.worker.dead_letter",
+        "has a wildcard",
+    );
+    let p = problems(&DEAD_LETTERED.replace("dead_letter: dlq.tasks", "dead_letter: [a]"));
+    has(
+        &p,
+        "streams.TASKS.consumers.worker.dead_letter",
+        "must be text",
+    );
+    let p = problems(&DEAD_LETTERED.replace(
+        "dead_letter: dlq.tasks",
+        "dead_letter: dlq.tasks\n        metadata: {natsbus.dead_letter: dlq.x}",
+    ));
+    has(
+        &p,
+        "streams.TASKS.consumers.worker.dead_letter",
+        "give it once",
+    );
+}

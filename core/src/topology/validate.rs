@@ -26,6 +26,59 @@ pub fn validate(ctx: &mut Ctx, streams: &[StreamSpec]) {
         stream(ctx, s);
     }
     cross_stream_overlap(ctx, streams);
+    dead_letters(ctx, streams);
+}
+
+/// A consumer's `dead_letter` subject must be stored by a declared stream
+/// other than its own (its own would feed the failures back to it), and
+/// the consumer must give up at some point (a finite `max_deliver`).
+fn dead_letters(ctx: &mut Ctx, streams: &[StreamSpec]) {
+    let subjects_of: Vec<(&str, Vec<String>)> = streams
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                text_list(&normalize::stream(&s.config), "subjects"),
+            )
+        })
+        .collect();
+    for s in streams {
+        for c in &s.consumers {
+            let Some(subject) = super::settings::get(&c.config, "dead_letter") else {
+                continue;
+            };
+            let at = join(
+                &join(&join(&join("streams", &s.name), "consumers"), &c.name),
+                "dead_letter",
+            );
+            let captured_by = subjects_of.iter().find(|(_, subs)| {
+                subs.iter()
+                    .any(|p| subjects::is_valid(p) && subjects::is_subset(subject, p))
+            });
+            match captured_by {
+                None => ctx.problem(
+                    &at,
+                    format!("no declared stream stores {subject:?}: declare a dead-letter stream whose subjects capture it (for example `subjects: [\"{subject}\"]`)"),
+                ),
+                Some((owner, _)) if *owner == s.name => ctx.problem(
+                    &at,
+                    format!("{subject:?} is stored by {owner}, the consumer's own stream: dead letters would come back to the consumer that gave up on them; send them to another stream"),
+                ),
+                Some(_) => {}
+            }
+            let max_deliver = c
+                .config
+                .get("max_deliver")
+                .and_then(Value::as_i64)
+                .unwrap_or(-1);
+            if max_deliver <= 0 {
+                ctx.problem(
+                    &join(&join(&join(&join("streams", &s.name), "consumers"), &c.name), "max_deliver"),
+                    "a consumer with a dead_letter needs a finite max_deliver (for example 5): without one a failing message is retried forever and never dead-lettered",
+                );
+            }
+        }
+    }
 }
 
 /// What every stream rule reads: the spec, its config as written, the
