@@ -30,6 +30,7 @@ from ._natsbus import (
     __version__,
 )
 from ._readers import Replay, Subscription
+from ._worker import Reject, Worker, run
 from .errors import (
     ApplyError,
     AuthError,
@@ -81,6 +82,7 @@ __all__ = [
     "Plan",
     "Problem",
     "PubAck",
+    "Reject",
     "Replay",
     "Service",
     "ServiceError",
@@ -90,6 +92,8 @@ __all__ = [
     "TimeoutError",
     "Topology",
     "TopologyError",
+    "Worker",
     "__version__",
     "connect",
+    "run",
 ]
