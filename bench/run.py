@@ -53,8 +53,8 @@ CLIENT_LABELS = {
     "natspy": "nats-py",
     "raw": "raw async-nats",
 }
-WORKLOADS = ("pub_sync", "pub_many", "pub_gather", "consume", "batches", "memory")
-CONSUME_WORKLOADS = ("consume", "batches", "memory")
+WORKLOADS = ("pub_sync", "pub_many", "pub_gather", "consume", "batches", "worker", "memory")
+CONSUME_WORKLOADS = ("consume", "batches", "worker", "memory")
 SUPPORTED = {
     "natsbus": set(WORKLOADS),
     "natsbus1": {"pub_sync", "pub_many", "pub_gather"},
@@ -67,6 +67,7 @@ DEFAULT_N = {
     "pub_gather": 50_000,
     "consume": 55_000,
     "batches": 55_000,
+    "worker": 55_000,
     "memory": 1_000_000,
 }
 QUICK_N = {
@@ -75,6 +76,7 @@ QUICK_N = {
     "pub_gather": 5_000,
     "consume": 5_000,
     "batches": 5_000,
+    "worker": 5_000,
     "memory": 20_000,
 }
 MEMORY_GROWTH_LIMIT_MB = 64.0
@@ -89,6 +91,8 @@ TARGETS = [
     ("consume", "raw", 0.5),
     ("batches", "raw", 0.8),
 ]
+# bus.worker(...) with concurrency 1 and a no-op async handler, against the consume loop.
+WORKER_VS_CONSUME = 0.85
 RUN_TIMEOUT = 900.0
 UNSUPPORTED = "not measured for this client"
 
@@ -606,6 +610,23 @@ def report(
                 "minimum": minimum,
                 "ratio": r,
                 "met": None if r is None else r >= minimum,
+            }
+        )
+    if "worker" in results and "consume" in results:
+        # A worker (concurrency 1, no-op async handler) against the plain consume loop.
+        worker = results["worker"].get("natsbus")
+        plain = results["consume"].get("natsbus")
+        rw = worker.rate if worker else None
+        rc = plain.rate if plain else None
+        r = rw / rc if rw is not None and rc else None
+        targets.append(
+            {
+                "target": f"worker: natsbus >= {WORKER_VS_CONSUME}x natsbus consume",
+                "workload": "worker",
+                "baseline": "natsbus consume",
+                "minimum": WORKER_VS_CONSUME,
+                "ratio": r,
+                "met": None if r is None else r >= WORKER_VS_CONSUME,
             }
         )
     if "memory" in results:

@@ -5,7 +5,8 @@
 Written against the public API (docs: /work/shared/design/API.md): ``bus.publish(subject, dict)``
 (natsbus encodes the dict), ``bus.publish_many``, ``bus.consume(stream, durable)`` iterated with
 ``async for`` or ``.batches(max_messages=...)``, ``msg.data`` (decoded JSON) and
-``await msg.ack()``. The stream and consumer are created by ``bench/run.py``.
+``await msg.ack()``, and ``bus.worker(stream, durable, handler)``. The stream and consumer are
+created by ``bench/run.py``.
 """
 
 from __future__ import annotations
@@ -111,6 +112,36 @@ async def consume(args: Any) -> Result:
     return seconds, {}
 
 
+async def worker(args: Any) -> Result:
+    """``bus.worker(stream, durable, handle)`` with concurrency 1 and an async handler that
+    reads ``msg.data`` (the worker acks on return); stopped from the handler after N."""
+    bus = await _connect(args.url)
+    n = args.n
+    seqs: list[int] = []
+    wrong: list[bytes] = []
+
+    async def handle(msg: Any) -> None:
+        if msg.data["type"] != EVENT_TYPE:
+            wrong.append(msg.payload[:80])
+        seqs.append(msg.seq)
+        if len(seqs) >= n:
+            w.stop()  # this message is still acked; the stop flushes the acks
+
+    start = time.perf_counter()
+    w = bus.worker(args.stream, args.consumer, handle, concurrency=1)
+    async with Watchdog(seqs.__len__):
+        await w.run()
+    await _flush(bus)
+    seconds = time.perf_counter() - start
+    await bus.close()
+    if wrong:
+        raise BenchError(f"unexpected event {wrong[0]!r}")
+    if w.handled != n or w.failed or w.rejected:
+        raise BenchError(f"worker handled {w.handled}, failed {w.failed}, rejected {w.rejected}")
+    check_seqs(seqs, n)
+    return seconds, {}
+
+
 async def batches(args: Any) -> Result:
     """``bus.consume(...).batches(max_messages=batch)``: ``msg.data`` + ack for each."""
     bus = await _connect(args.url)
@@ -196,6 +227,7 @@ WORKLOADS = {
     "pub_gather": pub_gather,
     "consume": consume,
     "batches": batches,
+    "worker": worker,
     "memory": memory,
 }
 
