@@ -373,6 +373,36 @@ async def test_a_failed_dead_letter_publish_naks_instead_of_losing_the_message(
     await settled(bus, stream, "w")
 
 
+async def test_a_topology_dead_letter_field_reaches_the_worker(bus: natsbus.Bus) -> None:
+    """``dead_letter:`` in the topology, applied by ensure_streams, is what workers use."""
+    name = f"TOPO{os.getpid()}"
+    prefix, dl_prefix = name.lower(), f"{name.lower()}dl"
+    plan = await bus.ensure_streams(
+        {
+            "streams": {
+                name: {
+                    "subjects": [f"{prefix}.>"],
+                    "storage": "memory",
+                    "consumers": {"w": {"max_deliver": 3, "dead_letter": f"{dl_prefix}.dead"}},
+                },
+                f"{name}_DL": {"subjects": [f"{dl_prefix}.>"], "storage": "memory"},
+            }
+        }
+    )
+    assert plan.by_action("create")
+    await bus.publish(f"{prefix}.bad", {"n": 1})
+
+    async def handle(msg: natsbus.Message) -> None:
+        raise natsbus.Reject("not today")
+
+    async with bus.worker(name, "w", handle) as worker:
+        assert worker.dead_letter == f"{dl_prefix}.dead"
+        await wait_until(lambda: message_count(bus, f"{name}_DL"), what="the dead letter")
+    _, _, headers = await stored(bus, f"{name}_DL", 1)
+    assert headers["Natsbus-Dead-Letter-Reason"] == "not today"
+    assert headers["Natsbus-Dead-Letter-Stream"] == name
+
+
 # -- long handlers: in_progress --------------------------------------------------------------
 
 
