@@ -19,6 +19,7 @@ from __future__ import annotations
 from ._bus import Bus
 from ._connect import TLS, Connecting, connect
 from ._consumer import Consumer, Service
+from ._dead_letters import DeadLetter
 from ._natsbus import (
     Change,
     Health,
@@ -67,6 +68,7 @@ __all__ = [
     "Connecting",
     "Consumer",
     "ConsumerNotFoundError",
+    "DeadLetter",
     "DecodeError",
     "DriftError",
     "EncodeError",

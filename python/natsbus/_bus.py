@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
 
 from ._consumer import Consumer, Service, start_service
+from ._dead_letters import DeadLetter, list_dead_letters, redrive
 from ._readers import Replay, Subscription, replay_args
 from .errors import InvalidArgumentError, ServiceError
 
@@ -161,6 +162,28 @@ class Bus:
 
     # -- consuming and serving -----------------------------------------------------------------
 
+    @overload
+    def consume(
+        self,
+        stream: str,
+        durable: str,
+        *,
+        model: None = None,
+        batch: int = 500,
+        max_bytes: int = 8388608,
+    ) -> Consumer[Any]: ...
+
+    @overload
+    def consume(
+        self,
+        stream: str,
+        durable: str,
+        *,
+        model: Callable[..., T],
+        batch: int = 500,
+        max_bytes: int = 8388608,
+    ) -> Consumer[T]: ...
+
     def consume(
         self,
         stream: str,
@@ -169,14 +192,18 @@ class Bus:
         model: Any = None,
         batch: int = 500,
         max_bytes: int = 8388608,
-    ) -> Consumer:
-        """Iterate a durable pull consumer: ``async with bus.consume(stream, durable) as msgs``.
+    ) -> Consumer[Any]:
+        """Iterate a durable consumer: ``async with bus.consume(stream, durable) as msgs``.
 
-        ``model`` decodes ``msg.data`` (a pydantic model, dataclass or
-        callable). The prefetch adapts to how fast messages are taken: pull
-        requests ask for at most ``batch`` messages, and at most two batches
-        (no more than the consumer's ``max_ack_pending``) and ``max_bytes``
-        bytes are held.
+        Pull and push durables alike (a push consumer has a
+        ``deliver_subject``; with a ``deliver_group`` its readers share the
+        messages). ``model`` decodes ``msg.data`` (a pydantic model,
+        dataclass or callable); ``msg.data`` is then typed as the model.
+        For a pull consumer the prefetch adapts to how fast messages are
+        taken: pull requests ask for at most ``batch`` messages, and at most
+        two batches (no more than the consumer's ``max_ack_pending``) and
+        ``max_bytes`` bytes are held. A push consumer gets what the server
+        sends, up to its ``max_ack_pending`` (and its flow control).
         """
         self._core.check_open(stream, durable)
         return Consumer(self, stream, durable, model, batch, max_bytes)
@@ -236,7 +263,7 @@ class Bus:
     def serve(
         self,
         subject: str,
-        handler: Callable[[Message], Any],
+        handler: Callable[[Message[Any]], Any],
         *,
         queue: Optional[str] = None,
         max_concurrency: int = 100,
@@ -375,6 +402,20 @@ class Bus:
         if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
             raise InvalidArgumentError(f"seq must be a stream sequence (an int >= 1), got {seq!r}")
         return self._core.get_message(stream, seq, last_for_subject, model=model)
+
+    async def dead_letters(self, stream: str, *, limit: Optional[int] = None) -> list[DeadLetter]:
+        """The messages of dead-letter ``stream``, oldest first, each with where it
+        came from (``.stream``, ``.consumer``, ``.subject``, ``.sequence``,
+        ``.delivered``) and ``.reason``; ``.message`` is the stored message."""
+        return await list_dead_letters(self, stream, limit=limit)
+
+    async def redrive(
+        self, stream: str, *, seqs: Optional[Iterable[int]] = None
+    ) -> list[DeadLetter]:
+        """Send the dead letters of ``stream`` (all, or those at ``seqs``) back to
+        their original subjects, without the dead-letter headers, and remove
+        each from ``stream`` once stored. Returns the ones re-driven."""
+        return await redrive(self, stream, seqs=seqs)
 
     # -- JetStream and topology ----------------------------------------------------------------
 

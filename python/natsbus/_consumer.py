@@ -14,7 +14,7 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, Union
 
 from ._natsbus import Message
 from .errors import ClosedError, InvalidArgumentError
@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsbus")
 
-Handler = Callable[[Message], Union[Any, Awaitable[Any]]]
+Handler = Callable[[Message[Any]], Union[Any, Awaitable[Any]]]
+
+T = TypeVar("T")
 
 
-class Consumer:
-    """Iterate a durable pull consumer: ``async for msg in bus.consume(stream, durable)``.
+class Consumer(Generic[T]):
+    """Iterate a durable consumer: ``async for msg in bus.consume(stream, durable)``.
 
     Use it as an async context manager so it is closed (buffered, unhanded
     messages released; queued acks flushed) when you are done::
@@ -87,7 +89,7 @@ class Consumer:
         self._batch = batch
         self._max_bytes = max_bytes
         self._source: Optional[MessageSource] = None
-        self._buf: deque[Message] = deque()
+        self._buf: deque[Message[T]] = deque()
         self._closed = False
         self._closing: Optional[asyncio.Future[None]] = None
 
@@ -103,7 +105,7 @@ class Consumer:
     def closed(self) -> bool:
         return self._closed
 
-    async def start(self) -> Consumer:
+    async def start(self) -> Consumer[T]:
         """Check the stream and consumer exist and start prefetching.
 
         Raises ``StreamNotFoundError`` / ``ConsumerNotFoundError`` naming what
@@ -144,16 +146,16 @@ class Consumer:
             # not stop it.
             await asyncio.shield(self._closing)
 
-    async def __aenter__(self) -> Consumer:
+    async def __aenter__(self) -> Consumer[T]:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def __aiter__(self) -> Consumer:
+    def __aiter__(self) -> Consumer[T]:
         return self
 
-    async def __anext__(self) -> Message:
+    async def __anext__(self) -> Message[T]:
         buf = self._buf
         if buf:
             return buf.popleft()
@@ -177,7 +179,7 @@ class Consumer:
         buf.extend(msgs)
         return buf.popleft()
 
-    async def next(self, timeout: Optional[float] = None) -> Optional[Message]:
+    async def next(self, timeout: Optional[float] = None) -> Optional[Message[T]]:
         """The next message, or None if none arrives within ``timeout`` seconds."""
         if self._buf:
             return self._buf.popleft()
@@ -196,7 +198,7 @@ class Consumer:
         self._buf.extend(msgs)
         return self._buf.popleft()
 
-    async def fetch(self, max_messages: int = 100, timeout: float = 1.0) -> list[Message]:
+    async def fetch(self, max_messages: int = 100, timeout: float = 1.0) -> list[Message[T]]:
         """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds
         in all. May return fewer, or an empty list when nothing arrives."""
         if max_messages < 1:
@@ -208,7 +210,7 @@ class Consumer:
             await self.start()
             source = self._source
             assert source is not None
-        out: list[Message] = []
+        out: list[Message[T]] = []
         buf = self._buf
         while buf and len(out) < max_messages:
             out.append(buf.popleft())
@@ -222,7 +224,7 @@ class Consumer:
 
     async def batches(
         self, max_messages: int = 100, timeout: float = 1.0
-    ) -> AsyncIterator[list[Message]]:
+    ) -> AsyncIterator[list[Message[T]]]:
         """Yield lists of messages, each at most ``max_messages`` long.
 
         A batch is handed over as soon as ``max_messages`` are buffered, or
@@ -319,7 +321,7 @@ class Service:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, msg: Message) -> None:
+    async def _handle(self, msg: Message[Any]) -> None:
         try:
             result = self._handler(msg)
             if inspect.isawaitable(result):

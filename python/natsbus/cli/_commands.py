@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import natsbus
 
 from ._common import EXIT_ERROR, EXIT_OK, EXIT_PENDING, CliError, eprint, print_json
 from ._connection import connect_waiting, session
-from ._render import problem_dict, render_status, topology_summary
+from ._render import problem_dict, render_dead_letters, render_status, topology_summary
 
 
 def load_topology(path: str) -> natsbus.Topology:
@@ -167,4 +168,37 @@ async def cmd_export(args: argparse.Namespace) -> int:
         eprint(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
+    return EXIT_OK
+
+
+async def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List a dead-letter stream; with ``--redrive`` send its messages back."""
+    async with session(args) as bus:
+        letters = await bus.dead_letters(args.stream)
+        if args.seq:
+            wanted = set(args.seq)
+            missing = wanted - {d.seq for d in letters}
+            if missing:
+                raise CliError(
+                    f"stream {args.stream} holds no message at sequence(s) "
+                    + ", ".join(str(s) for s in sorted(missing))
+                )
+            letters = [d for d in letters if d.seq in wanted]
+        redriven = []
+        if args.redrive:
+            redriven = await bus.redrive(args.stream, seqs=[d.seq for d in letters])
+    if args.json:
+        out: dict[str, Any] = {
+            "stream": args.stream,
+            "dead_letters": [d.to_dict() for d in letters],
+        }
+        if args.redrive:
+            out["redriven"] = [d.seq for d in redriven]
+        print_json(out)
+        return EXIT_OK
+    print(render_dead_letters(args.stream, letters))
+    if args.redrive:
+        left = len(letters) - len(redriven)
+        note = f" ({left} without an original subject left alone)" if left else ""
+        print(f"re-drove {len(redriven)} message{'s' if len(redriven) != 1 else ''}{note}")
     return EXIT_OK

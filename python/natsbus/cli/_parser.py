@@ -12,7 +12,15 @@ from typing import Any, NoReturn, Optional
 import natsbus
 
 from .. import __version__
-from ._commands import cmd_apply, cmd_export, cmd_plan, cmd_status, cmd_validate, cmd_verify
+from ._commands import (
+    cmd_apply,
+    cmd_dead_letters,
+    cmd_export,
+    cmd_plan,
+    cmd_status,
+    cmd_validate,
+    cmd_verify,
+)
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, PROG, CliError, eprint
 from ._durations import duration_arg
 from ._server import cmd_server
@@ -210,6 +218,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     json_flag(p, "the topology")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "dead-letters",
+        parents=[conn],
+        help="list a dead-letter stream's messages; --redrive sends them back",
+        description="List the messages of dead-letter stream STREAM with where each came from "
+        "(stream, consumer, subject, sequence, deliveries) and why it was given up on. With "
+        "--redrive, publish each to its original subject again (without the dead-letter "
+        "headers) and remove it from STREAM once stored.",
+    )
+    p.add_argument("stream", metavar="STREAM", help="the dead-letter stream")
+    p.add_argument("--redrive", action="store_true", help="re-drive them to their subjects")
+    p.add_argument(
+        "--seq",
+        metavar="N",
+        type=int,
+        action="append",
+        help="only the dead letter at sequence N of STREAM (repeatable)",
+    )
+    json_flag(p, "the dead letters")
+    p.set_defaults(func=cmd_dead_letters)
 
     p = sub.add_parser(
         "server",

@@ -126,3 +126,25 @@ def render_status(status: dict[str, Any], missing: Sequence[str], missing_consum
             f"(run `{PROG} apply` to create)"
         )
     return "\n".join(out)
+
+
+def render_dead_letters(stream: str, letters: Sequence[Any]) -> str:
+    """The dead letters of ``stream``, one row each, and a count."""
+    if not letters:
+        return f"{stream}: no dead letters"
+    rows = []
+    for d in letters:
+        origin = f"{d.stream}/{d.consumer}" if d.stream else "-"
+        rows.append(
+            [
+                str(d.seq),
+                origin,
+                d.subject or "-",
+                "-" if d.sequence is None else str(d.sequence),
+                "-" if d.delivered is None else str(d.delivered),
+                (d.reason or "-")[:80],
+            ]
+        )
+    n = len(letters)
+    head = table(["SEQ", "FROM", "SUBJECT", "ORIG SEQ", "DELIVERED", "REASON"], rows, [0, 3, 4])
+    return f"{head}\n{n} dead letter{'s' if n != 1 else ''} in {stream}"
