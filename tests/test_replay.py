@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import StreamFactory
@@ -181,3 +185,27 @@ async def test_get_message(bus: natsbus.Bus, make_stream: StreamFactory) -> None
         await bus.get_message(stream, seq=0)
     with pytest.raises(natsbus.InvalidArgumentError, match="take no acknowledgement"):
         await m.ack()
+
+
+def test_the_readme_replay_example_runs(nats_url: str, tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("\n## Replay and stored messages\n", 1)[1]
+    script = tmp_path / "replay_example.py"
+    script.write_text(section.split("```python\n", 1)[1].split("```", 1)[0])
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "NATS_URL": nats_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "replayed 15 to 30",
+        "a1 events in the last hour: 10",
+        "latest per agent: {'agent.a0.started': 27, 'agent.a1.started': 28, "
+        "'agent.a2.started': 29}",
+        "15 {'run': 14} 28 True",
+        'stream "AGENT_EVENTS" holds no message at sequence 10000',
+    ]
