@@ -142,6 +142,24 @@ async def worker(args: Any) -> Result:
     return seconds, {}
 
 
+async def replay(args: Any) -> Result:
+    """``async for msg in bus.replay(stream)``: ``msg.data`` each, no acks; the replay ends
+    by itself at the last message."""
+    bus = await _connect(args.url)
+    n = args.n
+    seqs: list[int] = []
+    start = time.perf_counter()
+    async with Watchdog(seqs.__len__), bus.replay(args.stream) as messages:
+        async for msg in messages:
+            if msg.data["type"] != EVENT_TYPE:
+                raise BenchError(f"unexpected event {msg.payload[:80]!r}")
+            seqs.append(msg.seq)
+    seconds = time.perf_counter() - start
+    await bus.close()
+    check_seqs(seqs, n)
+    return seconds, {}
+
+
 async def batches(args: Any) -> Result:
     """``bus.consume(...).batches(max_messages=batch)``: ``msg.data`` + ack for each."""
     bus = await _connect(args.url)
@@ -228,6 +246,7 @@ WORKLOADS = {
     "consume": consume,
     "batches": batches,
     "worker": worker,
+    "replay": replay,
     "memory": memory,
 }
 

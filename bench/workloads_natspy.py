@@ -96,6 +96,30 @@ async def pub_gather(args: Any) -> Result:
     return seconds, {}
 
 
+async def replay(args: Any) -> Result:
+    """An ordered consumer (``js.subscribe(..., ordered_consumer=True)``) over the stream:
+    ``json.loads`` each, no acks, until the N preloaded messages are in."""
+    nc = await _connect(args.url)
+    js = nc.jetstream()
+    n, loads = args.n, json.loads
+    replies: list[str] = []
+    start = time.perf_counter()
+    sub = await js.subscribe(args.subject, stream=args.stream, ordered_consumer=True)
+    async with Watchdog(replies.__len__):
+        async for msg in sub.messages:
+            if loads(msg.data)["type"] != EVENT_TYPE:
+                raise BenchError(f"unexpected event {msg.data[:80]!r}")
+            replies.append(msg.reply)
+            if len(replies) >= n:
+                break
+    seconds = time.perf_counter() - start
+    await sub.unsubscribe()
+    await nc.close()
+    metas = [Msg.Metadata._from_reply(r) for r in replies]
+    check_seqs((m.sequence.stream for m in metas), n)
+    return seconds, {}
+
+
 async def consume(args: Any) -> Result:
     """``fetch(batch)`` + ``json.loads`` + ``await msg.ack()`` each (nats-py has no iterator
     over a pull consumer, so this is also its batch shape: ``batches`` runs the same code)."""
@@ -136,6 +160,7 @@ WORKLOADS = {
     "pub_gather": pub_gather,
     "consume": consume,
     "batches": consume,
+    "replay": replay,
 }
 
 if __name__ == "__main__":

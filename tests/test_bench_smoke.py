@@ -21,14 +21,22 @@ def test_quick_bench_runs_and_verifies() -> None:
             "--clients",
             "natsbus",
             "--only",
-            "pub_sync,pub_many,pub_gather,consume,batches,worker,memory",
+            "pub_sync,pub_many,pub_gather,consume,batches,worker,replay,memory",
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for workload in ("pub_sync", "pub_many", "pub_gather", "consume", "batches", "worker"):
+    for workload in (
+        "pub_sync",
+        "pub_many",
+        "pub_gather",
+        "consume",
+        "batches",
+        "worker",
+        "replay",
+    ):
         assert workload in out.stdout
     assert "FAILED" not in out.stdout
     assert "growth" in out.stdout  # the memory workload reported its RSS
