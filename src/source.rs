@@ -229,6 +229,17 @@ impl MessageSource {
         self.source.inbox.set_ahead(n);
     }
 
+    /// Release (nak) messages taken from this source that will never be
+    /// handed to the user (they arrived for a consumer that was closed
+    /// meanwhile): at once when the source has stopped, else when it stops.
+    fn release(&self, msgs: Vec<Py<Message>>) {
+        let subjects: Vec<Subject> = msgs
+            .iter()
+            .filter_map(|m| m.get().claim_unhanded())
+            .collect();
+        self.source.claim(subjects);
+    }
+
     /// Stop receiving; see `Bus.close` for what happens to queued acks and
     /// to messages never handed out. `release` are messages taken from this
     /// source but never handed to the user: they are released too.

@@ -403,3 +403,46 @@ async def test_closing_the_consumer_from_another_task_ends_the_iteration(
     await asyncio.sleep(0.2)
     await c.close()  # e.g. from a signal handler
     assert await asyncio.wait_for(task, timeout=10) == 0
+
+
+async def test_a_batch_arriving_during_close_is_released(
+    bus: natsbus.Bus, make_stream: StreamFactory, nats_url: str
+) -> None:
+    """Messages already on their way to a waiting ``__anext__`` when ``close()``
+    runs are released, not left in the closed consumer's buffer until ack_wait."""
+    import threading
+
+    import nats
+
+    stream, p = await make_stream("w", consumer_config={"ack_wait": 30_000_000_000})
+    c = bus.consume(stream, "w")
+    await c.start()
+    waiter = asyncio.ensure_future(c.__anext__())
+    await asyncio.sleep(0.2)  # the waiter now waits on the runtime
+
+    async def publish() -> None:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        for i in range(5):
+            await js.publish(f"{p}.e", b'{"i": %d}' % i)
+        await nc.close()
+
+    # Publish from another thread while this loop is blocked, so the batch
+    # reaches the waiter's future before the waiter runs again.
+    t = threading.Thread(target=lambda: asyncio.run(publish()))
+    t.start()
+    t.join()
+    time.sleep(0.5)
+    await c.close()
+    with pytest.raises(StopAsyncIteration):
+        await waiter
+    started = time.monotonic()
+    got: list[int] = []
+    async with bus.consume(stream, "w") as again:
+        while len(got) < 5:
+            msg = await again.next(timeout=5)
+            assert msg is not None, f"only {got} came back"
+            got.append(msg.data["i"])
+            await msg.ack()
+    assert sorted(got) == list(range(5))
+    assert time.monotonic() - started < 5, "released at once, not after ack_wait"

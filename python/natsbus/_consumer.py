@@ -176,6 +176,10 @@ class Consumer(Generic[T]):
             if self._closed:
                 raise StopAsyncIteration from None
             raise
+        if self._closed:
+            # Closed while the batch was on its way: nobody will take it.
+            source.release(msgs)
+            raise StopAsyncIteration
         buf.extend(msgs)
         return buf.popleft()
 
@@ -193,6 +197,9 @@ class Consumer(Generic[T]):
         msgs = source.take()
         if not msgs:
             msgs = await source.wait(None, timeout)
+        if self._closed:
+            source.release(msgs)
+            raise ClosedError(f"consumer {self._stream}/{self._durable} is closed")
         if not msgs:
             return None
         self._buf.extend(msgs)
@@ -220,7 +227,11 @@ class Consumer(Generic[T]):
             return out
         # Nothing buffered: wait for the first message (asking the server for
         # up to max_messages), then take what is there.
-        return await source.wait(max_messages, timeout)
+        got = await source.wait(max_messages, timeout)
+        if self._closed:
+            source.release(got)
+            raise ClosedError(f"consumer {self._stream}/{self._durable} is closed")
+        return got
 
     async def batches(
         self, max_messages: int = 100, timeout: float = 1.0
@@ -250,16 +261,19 @@ class Consumer(Generic[T]):
                     if len(buf) < max_messages:
                         buf.extend(source.take(max_messages - len(buf)))
                     if not buf:
-                        buf.extend(await source.wait(max_messages))
+                        buf.extend(self._unless_closed(source, await source.wait(max_messages)))
                     if len(buf) < max_messages:
                         # One wait fills the rest of the batch, or gives up
                         # after `timeout` with whatever arrived meanwhile.
                         missing = max_messages - len(buf)
-                        buf.extend(await source.wait(missing, timeout, missing))
+                        more = await source.wait(missing, timeout, missing)
+                        buf.extend(self._unless_closed(source, more))
                 except ClosedError:
                     if self._closed:
                         return
                     raise
+                if self._closed:
+                    return
                 if not buf:
                     continue
                 yield [buf.popleft() for _ in range(min(max_messages, len(buf)))]
@@ -268,6 +282,14 @@ class Consumer(Generic[T]):
                 source.keep_ahead(0)
             if owned:
                 await self.close()
+
+    def _unless_closed(self, source: MessageSource, msgs: list[Message[T]]) -> list[Message[T]]:
+        """``msgs``, or none if the consumer was closed while they were on
+        their way: then they are released for another worker."""
+        if self._closed:
+            source.release(msgs)
+            return []
+        return msgs
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("started" if self._source else "new")
