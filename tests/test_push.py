@@ -159,3 +159,34 @@ async def test_deleted_push_consumer_raises(bus: natsbus.Bus, make_stream: Strea
         await bus.jetstream_api(f"CONSUMER.DELETE.{stream}.gone")
         with pytest.raises(natsbus.ConsumerNotFoundError, match="gone"):
             await asyncio.wait_for(c.next(), 10)
+
+
+async def test_workers_read_push_durables(bus: natsbus.Bus, make_stream: StreamFactory) -> None:
+    stream, p = await make_stream()
+    cfg = push_config(
+        unique("deliver."), durable_name="dispatch", ack_policy="explicit", deliver_group="g"
+    )
+    await bus.jetstream_api(
+        f"CONSUMER.CREATE.{stream}.dispatch", {"stream_name": stream, "config": cfg}
+    )
+    await bus.publish_many([(f"{p}.n", {"i": i}) for i in range(100)])
+    seen: list[int] = []
+
+    async def handle(msg: natsbus.Message) -> None:
+        if msg.data["i"] == 7 and msg.delivered == 1:
+            raise RuntimeError("transient")
+        seen.append(msg.data["i"])
+
+    # Two workers share the group; a failure is retried like on a pull consumer.
+    a = bus.worker(stream, "dispatch", handle, concurrency=4)
+    b = bus.worker(stream, "dispatch", handle, concurrency=4)
+    async with a, b:
+        for _ in range(100):
+            if len(seen) == 100:
+                break
+            await asyncio.sleep(0.1)
+    assert sorted(seen) == list(range(100))
+    assert a.handled + b.handled == 100 and a.failed + b.failed == 1
+    await bus.flush()
+    state = await consumer_state(bus, stream, "dispatch")
+    assert state["pending"] == 0 and state["ack_pending"] == 0
