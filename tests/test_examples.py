@@ -194,8 +194,14 @@ async def test_aivo_on_a_cluster(
     await apply_twice(url, topology("aivo"))
     await load_agents("aivo").main(url)
     out = capsys.readouterr().out
-    assert "dead-lettered LEARNING#3 after 5 deliveries" in out
-    assert "dead-lettered HOMEWORK#2 after 1 deliveries" in out
+    assert "indexed 55 events into Postgres" in out
+    assert "DLQ holds 2 events:" in out
+    assert (
+        "dead-lettered LEARNING#3 (learning.activity.completed) on delivery 5: handler failed "
+        "on the last allowed delivery (5 of 5): RejectedByDatabase: violates check constraint"
+    ) in out
+    assert "dead-lettered HOMEWORK#2 (homework.question.asked) on delivery 1: " in out
+    assert "analytics FOCUS: {'focus.ping': 50, 'focus.loss.idle': 1}" in out
 
     async with natsbus.connect(aivo_cluster.urls) as bus:
         for stream in ("LEARNING", "FOCUS", "HOMEWORK", "RECOMMENDATION", "DLQ"):
@@ -215,19 +221,20 @@ async def test_aivo_on_a_cluster(
         dead: dict[str, tuple[str, bytes, dict[str, str]]] = {}
         for seq in (1, 2):
             subject, data, headers = await stored(bus, "DLQ", seq)
-            dead[headers["Dlq-Source-Stream"]] = (subject, data, headers)
+            dead[headers["Natsbus-Dead-Letter-Stream"]] = (subject, data, headers)
         subject, data, headers = dead["LEARNING"]
         assert subject == "dlq.learning"
         assert json.loads(data)["duration_ms"] == -5
-        assert headers["Dlq-Source-Subject"] == "learning.activity.completed"
-        assert headers["Dlq-Source-Seq"] == "3"
-        assert headers["Dlq-Consumer"] == "indexer"
-        assert headers["Dlq-Deliveries"] == "5"
-        assert "check constraint" in headers["Dlq-Error"]
+        assert headers["Natsbus-Dead-Letter-Subject"] == "learning.activity.completed"
+        assert headers["Natsbus-Dead-Letter-Sequence"] == "3"
+        assert headers["Natsbus-Dead-Letter-Consumer"] == "indexer"
+        assert headers["Natsbus-Dead-Letter-Delivered"] == "5"
+        assert "check constraint" in headers["Natsbus-Dead-Letter-Reason"]
         subject, data, headers = dead["HOMEWORK"]
         assert subject == "dlq.homework" and data == b"\x00 not json"
-        assert headers["Dlq-Deliveries"] == "1"
-        # term() stopped redelivery: nothing of LEARNING is waiting on a redelivery.
+        assert headers["Natsbus-Dead-Letter-Delivered"] == "1"
+        assert "does not decode into Event" in headers["Natsbus-Dead-Letter-Reason"]
+        # The worker terminated them after dead-lettering: nothing waits on a redelivery.
         info = await bus.consumer_info("LEARNING", "indexer")
         assert info["num_redelivered"] == 0
         assert info["ack_floor"]["stream_seq"] == 3
@@ -275,7 +282,15 @@ async def test_iot_pulse(fresh_server: NatsServer, capsys: pytest.CaptureFixture
     await load_agents("iot_pulse").main(url)
     out = capsys.readouterr().out
     assert "ingest: 625 received, 600 stored" in out
-    assert "routes: 2 delivered, 1 given up" in out
+    assert "batch writer: 600 readings in " in out
+    assert "route-crm: https://crm.example.com/b returned 503 (attempt 3)" in out
+    assert "routes: 2 delivered, 1 dead-lettered" in out
+    assert (
+        "DLQ#1: ROUTES#2 routes.tenant-1.route-crm, delivery 3: handler failed on the last "
+        "allowed delivery (3 of 3): EndpointDown: https://crm.example.com/b returned 503"
+    ) in out
+    assert "route-crm: delivered to https://crm.example.com/b (attempt 1)" in out
+    assert "routes: 3 delivered after re-driving 1, 0 left in the DLQ" in out
 
     async with natsbus.connect(url) as bus:
         # The 25 retried readings were dropped as duplicates.
@@ -283,9 +298,13 @@ async def test_iot_pulse(fresh_server: NatsServer, capsys: pytest.CaptureFixture
         assert await consumer_counts(bus, "TELEMETRY", "ingest-workers") == (0, 0)
         assert await message_count(bus, "SHADOW") == 1
         assert await message_count(bus, "COMMANDS") == 1
-        # Work queue: delivered jobs were acked, the failing one terminated.
+        # Work queue: delivered jobs were acked, the failing one dead-lettered and
+        # terminated, then re-driven (ROUTES#4) and delivered.
         routes = await bus.stream_info("ROUTES")
-        assert routes["state"]["messages"] == 0 and routes["state"]["last_seq"] == 3
+        assert routes["state"]["messages"] == 0 and routes["state"]["last_seq"] == 4
         info = await bus.consumer_info("ROUTES", "route-delivery")
         assert (info["num_pending"], info["num_ack_pending"]) == (0, 0)
-        assert info["delivered"]["consumer_seq"] == 5  # 3 jobs + 2 retries
+        assert info["delivered"]["consumer_seq"] == 6  # 3 jobs + 2 retries + the re-drive
+        # The dead letter was stored once and removed by the re-drive.
+        dlq = await bus.stream_info("DLQ")
+        assert dlq["state"]["last_seq"] == 1 and dlq["state"]["messages"] == 0

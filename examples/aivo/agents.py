@@ -1,33 +1,47 @@
 """AIVO on natsbus: events into Postgres via the indexer, with a dead-letter queue.
 
 - Services publish learning, focus, homework and recommendation events.
-- The ``indexer`` consumer of each stream writes events to the ``events``
-  table (a dict here). A write that fails is retried (nak with a delay); on
-  its last allowed delivery (``max_deliver`` of the consumer, 5) the event is
-  dead-lettered: the original goes to ``dlq.<stream>`` with headers naming
-  where it came from and why, and is terminated so it is not redelivered.
-  A payload that is not valid JSON is dead-lettered at once.
-- The ``analytics`` consumer counts LEARNING and FOCUS events in batches.
+- The indexer service runs one worker per stream on its ``indexer`` consumer
+  and writes each event to the ``events`` table (a dict here). A write that
+  fails raises: the worker naks the event, and the server redelivers it after
+  the consumer's ``backoff`` step. When the write fails on the last allowed
+  delivery (``max_deliver: 5``), the worker dead-letters the event to
+  ``dlq.<stream>`` (the consumer's ``dead_letter:`` in topology.yaml): the
+  DLQ stream stores it unchanged, with ``Natsbus-Dead-Letter-*`` headers
+  saying where it came from and why, and the original is terminated. A
+  payload that does not decode into ``Event`` is dead-lettered at once.
+- The analytics service counts LEARNING and FOCUS events per subject (a sync
+  handler: the worker runs it in a thread).
+- Finally the demo lists the DLQ with ``bus.dead_letters("DLQ")``, what
+  ``natsbus dead-letters DLQ`` prints.
 
 Everything runs on a 3-node cluster with every stream replicated 3 times.
 
-Run: ``python examples/aivo/agents.py`` (uses ``$NATS_URL``, or starts a
-throwaway 3-node cluster).
+Run the demo: ``python examples/aivo/agents.py`` (uses ``$NATS_URL``, or
+starts a throwaway 3-node cluster). Run the indexer and analytics services
+until SIGTERM or Ctrl-C: ``python examples/aivo/agents.py --serve`` (uses
+``$NATS_URL``, default ``nats://127.0.0.1:4222``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
+import contextlib
 import dataclasses
+import logging
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import natsbus
 
 TOPOLOGY = Path(__file__).with_name("topology.yaml")
 INDEXED_STREAMS = ("LEARNING", "FOCUS", "HOMEWORK", "RECOMMENDATION")
+ANALYZED_STREAMS = ("LEARNING", "FOCUS")
 
 
 @dataclasses.dataclass
@@ -41,73 +55,58 @@ class RejectedByDatabase(Exception):
     pass
 
 
-def insert_event(table: dict[str, Event], key: str, event: Event) -> None:
-    """Stands in for INSERT INTO events ...; the CHECK constraint rejects negative durations."""
-    if event.duration_ms < 0:
-        raise RejectedByDatabase("violates check constraint events_duration_ms_check")
-    table[key] = event
+class Indexer:
+    """The indexer's handler: write the event to Postgres; raising means "retry later"."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, Event] = {}  # stands in for the `events` table
+
+    async def __call__(self, msg: natsbus.Message[Event]) -> None:
+        event = msg.data  # an Event: a payload that does not decode never gets here
+        # INSERT INTO events ...; the CHECK constraint rejects negative durations.
+        if event.duration_ms < 0:
+            raise RejectedByDatabase("violates check constraint events_duration_ms_check")
+        self.table[f"{msg.stream}:{msg.seq}"] = event
+        # Returning acks the event.
 
 
-async def dead_letter(bus: natsbus.Bus, msg: natsbus.Message, error: str) -> None:
-    """Move ``msg`` to ``dlq.<stream>`` and stop its redelivery."""
-    assert msg.stream is not None
-    headers = {
-        **msg.headers,
-        "Dlq-Source-Stream": msg.stream,
-        "Dlq-Source-Subject": msg.subject,
-        "Dlq-Source-Seq": str(msg.seq),
-        "Dlq-Consumer": msg.consumer or "",
-        "Dlq-Deliveries": str(msg.delivered),
-        "Dlq-Error": error,
-    }
-    # The msg id makes this safe to repeat if we crash before term() below.
-    await bus.publish(
-        f"dlq.{msg.stream.lower()}",
-        msg.payload,
-        headers=headers,
-        msg_id=f"{msg.stream}:{msg.seq}",
-    )
-    await msg.term(reason=error)
-    print(f"  dead-lettered {msg.stream}#{msg.seq} after {msg.delivered} deliveries: {error}")
+class Analytics:
+    """The analytics handler: count events per subject for the dashboards."""
+
+    def __init__(self) -> None:
+        self.counts = {stream: collections.Counter[str]() for stream in ANALYZED_STREAMS}
+
+    def __call__(self, msg: natsbus.Message[Any]) -> None:
+        assert msg.stream is not None
+        self.counts[msg.stream][msg.subject] += 1
 
 
-async def indexer(bus: natsbus.Bus, stream: str, table: dict[str, Event]) -> None:
-    """Index one stream until it has been idle for a second."""
-    info = await bus.consumer_info(stream, "indexer")
-    max_deliver: int = info["config"]["max_deliver"]
-    async with bus.consume(stream, "indexer", model=Event) as events:
-        while (msg := await events.next(timeout=1.0)) is not None:
-            try:
-                event: Event = msg.data
-            except natsbus.DecodeError as exc:  # retrying will not fix it
-                await dead_letter(bus, msg, f"undecodable: {exc}")
-                continue
-            try:
-                insert_event(table, f"{stream}:{msg.seq}", event)
-            except RejectedByDatabase as exc:
-                if msg.delivered >= max_deliver:
-                    await dead_letter(bus, msg, str(exc))
-                else:
-                    await msg.nak(delay=0.05 * msg.delivered)  # back off, then retry
-                continue
-            await msg.ack()
+def workers(bus: natsbus.Bus, indexer: Indexer, analytics: Analytics) -> list[natsbus.Worker[Any]]:
+    """The indexer's worker on every stream and the analytics' on LEARNING and FOCUS."""
+    return [
+        *(bus.worker(s, "indexer", indexer, model=Event, concurrency=4) for s in INDEXED_STREAMS),
+        *(bus.worker(s, "analytics", analytics) for s in ANALYZED_STREAMS),
+    ]
 
 
-async def analytics(bus: natsbus.Bus, stream: str) -> collections.Counter[str]:
-    """Count events per subject, reading in batches until the stream is drained."""
-    counts: collections.Counter[str] = collections.Counter()
-    async with bus.consume(stream, "analytics") as consumer:
-        async for batch in consumer.batches(max_messages=200, timeout=0.2):
-            counts.update(msg.subject for msg in batch)
-            for msg in batch:
-                await msg.ack()
-            if batch[-1].pending == 0:
-                break
-    return counts
+async def agent_main(url: Optional[str] = None) -> None:
+    """The indexer and analytics services: run until SIGTERM or SIGINT, then stop gracefully."""
+    async with natsbus.connect(url, name="aivo-indexer", topology=TOPOLOGY) as bus:
+        await bus.ensure_streams()
+        await natsbus.run(*workers(bus, Indexer(), Analytics()))
+
+
+async def settled(bus: natsbus.Bus, running: Sequence[natsbus.Worker[Any]]) -> None:
+    """Return once no consumer of ``running`` has a message left to deliver or settle."""
+    while True:
+        infos = [await bus.consumer_info(w.stream, w.durable) for w in running]
+        if all(i["num_pending"] == 0 and i["num_ack_pending"] == 0 for i in infos):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def main(url: str) -> None:
-    async with natsbus.connect(url, name="aivo-indexer", topology=TOPOLOGY) as bus:
+    async with natsbus.connect(url, name="aivo-demo", topology=TOPOLOGY) as bus:
         print(repr(await bus.ensure_streams()))
         info = await bus.stream_info("LEARNING")
         cluster: dict[str, Any] = info["cluster"]
@@ -127,22 +126,51 @@ async def main(url: str) -> None:
         await bus.publish_many(events)
         print(f"published {len(events)} events")
 
-        table: dict[str, Event] = {}
-        indexers = [indexer(bus, stream, table) for stream in INDEXED_STREAMS]
-        await asyncio.wait_for(asyncio.gather(*indexers), timeout=20.0)
-        print(f"indexed {len(table)} events into Postgres")
-
-        for stream in ("LEARNING", "FOCUS"):
-            counts = await asyncio.wait_for(analytics(bus, stream), timeout=10.0)
+        # The services, as agent_main runs them; stopped once everything is settled.
+        indexer, analytics = Indexer(), Analytics()
+        running = workers(bus, indexer, analytics)
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in running:
+                await stack.enter_async_context(worker)
+            await asyncio.wait_for(settled(bus, running), timeout=20.0)
+        # Leaving the block stopped the workers (handlers finished, acks flushed).
+        print(f"indexed {len(indexer.table)} events into Postgres")
+        for stream, counts in analytics.counts.items():
             print(f"analytics {stream}: {dict(counts)}")
 
-        dlq = await bus.stream_info("DLQ")
-        print(f"DLQ holds {dlq['state']['messages']} events")
+        dead = await bus.dead_letters("DLQ")
+        print(f"DLQ holds {len(dead)} events:")
+        for d in dead:
+            print(
+                f"  dead-lettered {d.stream}#{d.sequence} ({d.subject}) on delivery "
+                f"{d.delivered}: {d.reason}"
+            )
+
+
+class OneLine(logging.Formatter):
+    """Log records without their tracebacks: the demo's failures are on purpose."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
 
 
 if __name__ == "__main__":
-    url = os.environ.get("NATS_URL")
-    if url:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--serve", action="store_true", help="run the services on $NATS_URL until SIGTERM"
+    )
+    serve = parser.parse_args().serve
+    # natsbus logs each retry, rejection and dead letter (logger natsbus.worker).
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if serve
+        else OneLine("    log: %(message)s")
+    )
+    logging.basicConfig(level=logging.INFO if serve else logging.WARNING, handlers=[handler])
+    if serve:
+        asyncio.run(agent_main())
+    elif url := os.environ.get("NATS_URL"):
         asyncio.run(main(url))
     else:
         from natsbus.testing import NatsCluster
