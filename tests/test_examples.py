@@ -117,7 +117,12 @@ async def test_agentic_platform(
     out = capsys.readouterr().out
     assert "wf-2: tool not ready, retrying (nak)" in out
     assert "wf-2: triage-alert finished (delivery 2)" in out
+    assert "averages: {'cpu': 44.5, 'tokens': 1059.5}" in out
+    assert "event-logger: 241 events {'metrics': 240, 'agent': 1}" in out
     assert "duplicate=True" in out
+    assert out.count("executing restart on agent-2") == 1
+    assert "notify user 42: workflow wf-2 finished" in out
+    assert "log-aggregator: handled 1, failed 0" in out
 
     async with natsbus.connect(url) as bus:
         # Work queue: every workflow acked, so none is left; wf-2 was delivered twice.
@@ -131,14 +136,24 @@ async def test_agentic_platform(
         assert (await bus.consumer_info("EVENTS", "event-analytics"))["delivered"][
             "consumer_seq"
         ] == 240
-        # Nobody is attached to the push consumer: everything waits for it.
-        assert (await bus.consumer_info("EVENTS", "event-logger"))["num_pending"] == 241
+        # The push consumers were read: the event logger saw and acked all 241.
+        assert await consumer_counts(bus, "EVENTS", "event-logger") == (0, 0)
+        logger = await bus.consumer_info("EVENTS", "event-logger")
+        assert logger["config"]["deliver_subject"] == "deliver.event-logger"
+        assert logger["delivered"]["stream_seq"] == 241
+        assert logger["ack_floor"]["stream_seq"] == 241
         # The command was stored once and executed once.
         commands = await bus.stream_info("COMMANDS")
         assert commands["state"]["last_seq"] == 1 and commands["state"]["messages"] == 0
-        # Interest retention keeps the notification for its (push) dispatcher.
-        assert await message_count(bus, "NOTIFICATIONS") == 1
+        assert await consumer_counts(bus, "COMMANDS", "command-executor") == (0, 0)
+        # Interest retention: once the (push) dispatcher acked the notification,
+        # no consumer still has to see it, so the stream dropped it.
+        assert await consumer_counts(bus, "NOTIFICATIONS", "notification-dispatcher") == (0, 0)
+        notifications = await bus.stream_info("NOTIFICATIONS")
+        assert notifications["state"]["last_seq"] == 1
+        assert notifications["state"]["messages"] == 0
         assert await message_count(bus, "LOGS") == 1
+        assert await consumer_counts(bus, "LOGS", "log-aggregator") == (0, 0)
 
 
 # ---------------------------------------------------------------- observability agent
