@@ -266,9 +266,16 @@ async def test_aigentflow(fresh_server: NatsServer, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "health: up" in out
     assert "planner replied: ['research release notes', 'draft release notes', 'review']" in out
+    assert "planner refused: 500 ValueError: a plan needs a goal" in out
     assert "subscriber handled 3 events" in out
+    assert "dashboard: agents: planner started; workflows: started (up to AGENT_EVENTS#2)" in out
     assert "after restart the subscriber handled 2 events" in out
     assert "on-call paged: task" in out
+    # The restarted dashboard replayed only what came after its snapshot.
+    assert "dashboard restored from its snapshot (AGENT_EVENTS#2), replayed 1 newer event" in out
+    assert "dashboard: agents: planner failed; workflows: started (up to AGENT_EVENTS#3)" in out
+    assert "planner's last event: agent.failed (AGENT_EVENTS#3)" in out
+    assert "audit #1: audit.mutation workflow.start on workflow " in out
 
     async with natsbus.connect(url) as bus:
         assert await message_count(bus, "AGENT_EVENTS") == 3
@@ -280,6 +287,9 @@ async def test_aigentflow(fresh_server: NatsServer, capsys: pytest.CaptureFixtur
             ("TASK_EVENTS", "api-task-consumer"),
         ]:
             assert await consumer_counts(bus, stream, durable) == (0, 0), durable
+        # The replays left no consumer behind: only the two declared durables remain.
+        assert (await bus.stream_info("AGENT_EVENTS"))["state"]["consumer_count"] == 2
+        assert (await bus.stream_info("AUDIT_EVENTS"))["state"]["consumer_count"] == 0
         # camelCase on the wire, as the TypeScript services expect.
         subject, data, headers = await stored(bus, "TASK_EVENTS", 1)
         assert subject == "task.research.created"

@@ -1,34 +1,50 @@
 """aigentflow's messaging module, in Python on natsbus.
 
 What the NestJS ``NatsService``, ``EventPublisherService``,
-``EventSubscriberService`` and ``NatsHealthIndicator`` did:
+``EventSubscriberService`` and ``NatsHealthIndicator`` did, and the step's
+"message persistence and replay":
 
 - start-up: connect and ensure the streams (``onModuleInit``);
 - publish typed agent, workflow, task and audit events (pydantic models in
   place of the zod schemas, camelCase on the wire so the TypeScript services
   read the same messages);
-- subscribe with durable consumers and dispatch to handlers registered per
-  event type (``"*"`` for all); a restarted subscriber resumes where the last
-  one stopped;
-- request/reply (a planner agent answers ``rpc.planner.plan``);
+- subscribe with durable consumers: one worker (``bus.worker``) per consumer
+  dispatches each event to the handlers registered for its type (``"*"`` for
+  all); a payload that does not decode is terminated, an unexpected error
+  retried with a delay (up to the consumer's ``max_deliver``), and a
+  restarted service resumes where the last one stopped;
+- replay: the dashboard's status board lives in memory and is rebuilt from
+  AGENT_EVENTS (``bus.replay`` from the sequence after its last snapshot),
+  compliance tooling reads the audit trail since a point in time
+  (``start_time``), and one stored event is read with ``bus.get_message``;
+- request/reply: a planner agent answers ``rpc.planner.plan``; the caller
+  gets the reply typed (``request(..., model=Plan)``), and a failing planner
+  raises ``natsbus.ServiceError``;
 - a health check for the readiness endpoint.
 
-Run: ``python examples/aigentflow/agents.py`` (uses ``$NATS_URL``, or starts
-a throwaway nats-server). Needs pydantic >= 2.11.
+Run the demo: ``python examples/aigentflow/agents.py`` (uses ``$NATS_URL``, or
+starts a throwaway nats-server). Run the API's messaging (the subscriber's
+workers and the planner service) until SIGTERM or Ctrl-C: ``python
+examples/aigentflow/agents.py --serve`` (uses ``$NATS_URL``, default
+``nats://127.0.0.1:4222``). Needs pydantic >= 2.11.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import logging
 import os
+import sys
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 import natsbus
@@ -119,7 +135,7 @@ SUBSCRIPTIONS = [  # (stream, durable, model)
 
 
 class EventSubscriber:
-    """Dispatch events from the durable consumers to handlers by event type."""
+    """EventSubscriberService: dispatch the durable consumers' events to handlers by type."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, list[Handler]] = defaultdict(list)
@@ -127,32 +143,81 @@ class EventSubscriber:
     def on(self, event_type: str, handler: Handler) -> None:
         self.handlers[event_type].append(handler)
 
-    async def run(self, bus: natsbus.Bus, idle: float = 0.5) -> int:
-        """Process every consumer until each has been idle ``idle`` seconds."""
-        counts = await asyncio.gather(
-            *(self._consume(bus, s, d, m, idle) for s, d, m in SUBSCRIPTIONS)
-        )
-        return sum(counts)
+    async def dispatch(self, msg: natsbus.Message[Any]) -> None:
+        event = msg.data  # typed by the worker's model; one that does not decode is termed
+        for handler in self.handlers[event.type] + self.handlers["*"]:
+            try:
+                await handler(event)
+            except Exception as exc:  # one failing handler does not block the rest
+                print(f"  handler for {event.type} failed: {exc}")
+        # Returning acks the event.
 
-    async def _consume(
-        self, bus: natsbus.Bus, stream: str, durable: str, model: Any, idle: float
-    ) -> int:
-        handled = 0
-        async with bus.consume(stream, durable, model=model) as consumer:
-            while (msg := await consumer.next(timeout=idle)) is not None:
-                try:
-                    event = msg.data
-                except natsbus.DecodeError as exc:  # invalid: redelivery cannot help
-                    await msg.term(reason=str(exc))
-                    continue
-                for handler in self.handlers[event.type] + self.handlers["*"]:
-                    try:
-                        await handler(event)
-                    except Exception as exc:  # one failing handler does not block the rest
-                        print(f"  handler for {event.type} failed: {exc}")
-                await msg.ack()
-                handled += 1
-        return handled
+    def workers(self, bus: natsbus.Bus) -> list[natsbus.Worker[Any]]:
+        return [bus.worker(s, d, self.dispatch, model=m) for s, d, m in SUBSCRIPTIONS]
+
+
+# AGENT_EVENTS holds both agent and workflow events; their "type" tells them apart.
+AgentStreamEvent = TypeAdapter(
+    Annotated[Union[AgentEvent, WorkflowEvent], Field(discriminator="type")]
+)
+
+
+class StatusBoard:
+    """The dashboard's view of agents and workflows, built from AGENT_EVENTS.
+
+    It is kept in memory and rebuilt by replaying the stream (an ordered,
+    ephemeral consumer: nothing to ack, nothing left on the server); ``seq``
+    is the last stream sequence applied, so a board restored from a snapshot
+    replays only what came after it.
+    """
+
+    def __init__(self, snapshot: Optional[dict[str, Any]] = None) -> None:
+        snapshot = snapshot or {}
+        self.seq: int = snapshot.get("seq", 0)
+        self.agents: dict[str, str] = dict(snapshot.get("agents", {}))
+        self.workflows: dict[str, str] = dict(snapshot.get("workflows", {}))
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a real board would save (to Redis, say) before it goes away."""
+        return {"seq": self.seq, "agents": dict(self.agents), "workflows": dict(self.workflows)}
+
+    async def catch_up(self, bus: natsbus.Bus) -> int:
+        """Apply what AGENT_EVENTS stored after ``seq``; returns how many events that was."""
+        applied = 0
+        history = bus.replay(
+            "AGENT_EVENTS", start_seq=self.seq + 1, model=AgentStreamEvent.validate_python
+        )
+        async with history:
+            async for msg in history:  # in stream order; ends at the stream's last message
+                event = msg.data
+                if isinstance(event, AgentEvent):
+                    self.agents[f"{event.agent_type} {event.agent_id}"] = event.type
+                else:
+                    self.workflows[str(event.workflow_id)] = event.type
+                self.seq = msg.seq
+                applied += 1
+        return applied
+
+    def __str__(self) -> str:
+        agents = ", ".join(f"{a.split()[0]} {s.split('.')[1]}" for a, s in self.agents.items())
+        flows = ", ".join(s.split(".", 1)[1] for s in self.workflows.values())
+        return f"agents: {agents or '-'}; workflows: {flows or '-'} (up to AGENT_EVENTS#{self.seq})"
+
+
+class PlanRequest(BaseModel):
+    goal: str
+
+
+class Plan(BaseModel):
+    steps: list[str]
+
+
+def plan(msg: natsbus.Message[Any]) -> Plan:
+    """The planner agent's service; an exception replies with a service error."""
+    goal = PlanRequest.model_validate(msg.data).goal
+    if not goal.strip():
+        raise ValueError("a plan needs a goal")
+    return Plan(steps=[f"research {goal}", f"draft {goal}", "review"])
 
 
 async def health_check(bus: natsbus.Bus) -> dict[str, Any]:
@@ -162,10 +227,8 @@ async def health_check(bus: natsbus.Bus) -> dict[str, Any]:
     return {"nats": {"status": status, **health.to_dict()}}
 
 
-async def main(url: str) -> None:
-    tenant = uuid4()
-    planner = uuid4()
-    seen: list[str] = []
+def api_subscriber(seen: list[str]) -> EventSubscriber:
+    """The API's handlers: record every event, page on-call when a task fails."""
 
     async def record(event: Any) -> None:
         seen.append(event.type)
@@ -176,20 +239,56 @@ async def main(url: str) -> None:
     subscriber = EventSubscriber()
     subscriber.on("*", record)
     subscriber.on("task.failed", page_on_call)
+    return subscriber
+
+
+async def agent_main(url: Optional[str] = None) -> None:
+    """The API's messaging and the planner: serve until SIGTERM or SIGINT, then stop."""
+    async with natsbus.connect(url, name=SOURCE, topology=TOPOLOGY) as bus:
+        await bus.ensure_streams()  # onModuleInit
+        planner = await bus.serve("rpc.planner.plan", plan, queue="planner")
+        await natsbus.run(*api_subscriber([]).workers(bus), planner)
+
+
+async def settled(bus: natsbus.Bus, running: Sequence[natsbus.Worker[Any]]) -> None:
+    """Return once no consumer of ``running`` has a message left to deliver or settle."""
+    while True:
+        infos = [await bus.consumer_info(w.stream, w.durable) for w in running]
+        if all(i["num_pending"] == 0 and i["num_ack_pending"] == 0 for i in infos):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def run_subscriber(bus: natsbus.Bus, subscriber: EventSubscriber) -> int:
+    """Run the subscriber's workers until they have handled what is there; how many."""
+    running = subscriber.workers(bus)
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in running:
+            await stack.enter_async_context(worker)
+        await asyncio.wait_for(settled(bus, running), timeout=10.0)
+    return sum(w.handled for w in running)
+
+
+async def main(url: str) -> None:
+    started = datetime.now(timezone.utc)
+    tenant = uuid4()
+    planner = uuid4()
+    seen: list[str] = []
 
     async with natsbus.connect(url, name=SOURCE, topology=TOPOLOGY) as bus:
         print(repr(await bus.ensure_streams()))  # onModuleInit
         print(f"health: {(await health_check(bus))['nats']['status']}")
 
         # A planner agent answering requests (any service in the fleet).
-        async def plan(msg: natsbus.Message) -> dict[str, Any]:
-            goal = msg.data["goal"]
-            return {"steps": [f"research {goal}", f"draft {goal}", "review"]}
-
-        planner_service = await bus.serve("rpc.planner.plan", plan, queue="planner")
-        reply = await bus.request("rpc.planner.plan", {"goal": "release notes"}, timeout=5.0)
-        print(f"planner replied: {reply.data['steps']}")
-        await planner_service.stop()
+        async with await bus.serve("rpc.planner.plan", plan, queue="planner"):
+            reply = await bus.request(
+                "rpc.planner.plan", PlanRequest(goal="release notes"), model=Plan
+            )
+            print(f"planner replied: {reply.data.steps}")
+            try:
+                await bus.request("rpc.planner.plan", PlanRequest(goal=" "), model=Plan)
+            except natsbus.ServiceError as exc:
+                print(f"planner refused: {exc.code} {exc.description}")
 
         workflow = uuid4()
         task = uuid4()
@@ -210,8 +309,12 @@ async def main(url: str) -> None:
             ack = await publish_event(bus, event)
             print(f"published {subject_for(event)} -> {ack.stream}#{ack.seq}")
 
-        handled = await asyncio.wait_for(subscriber.run(bus), timeout=10.0)
+        handled = await run_subscriber(bus, api_subscriber(seen))
         print(f"subscriber handled {handled} events")
+        board = StatusBoard()
+        await board.catch_up(bus)
+        print(f"dashboard: {board}")
+        snapshot = board.snapshot()
 
     # While the API is down (deploy, crash), work goes on elsewhere.
     async with natsbus.connect(url, name="aigentflow-worker", topology=TOPOLOGY) as bus:
@@ -225,17 +328,61 @@ async def main(url: str) -> None:
             ),
         )
 
-    # The restarted API resumes its durable consumers: only the two new events arrive.
+    # The restarted API: the board comes back from its snapshot and replays what
+    # came after it; the durable consumers resume, so only the two new events arrive.
     async with natsbus.connect(url, name=SOURCE, topology=TOPOLOGY) as bus:
         await bus.ensure_streams()
-        handled = await asyncio.wait_for(subscriber.run(bus), timeout=10.0)
+        board = StatusBoard(snapshot)
+        replayed = await board.catch_up(bus)
+        print(
+            f"dashboard restored from its snapshot (AGENT_EVENTS#{snapshot['seq']}), "
+            f"replayed {replayed} newer event(s)"
+        )
+        print(f"dashboard: {board}")
+        handled = await run_subscriber(bus, api_subscriber(seen))
         print(f"after restart the subscriber handled {handled} events")
+
+        # One stored event: the planner's latest, whatever its action.
+        last = await bus.get_message(
+            "AGENT_EVENTS", last_for_subject="agent.planner.>", model=AgentEvent
+        )
+        print(f"planner's last event: {last.data.type} ({last.stream}#{last.seq})")
+
+        # Compliance tooling: the audit trail since the demo started.
+        async with bus.replay("AUDIT_EVENTS", start_time=started, model=AuditEvent) as trail:
+            async for msg in trail:
+                audit = msg.data
+                print(
+                    f"audit #{msg.seq}: {audit.type} {audit.action} on "
+                    f"{audit.resource_type} {audit.resource_id}"
+                )
     print(f"event types seen: {seen}")
 
 
+class OneLine(logging.Formatter):
+    """Log records without their tracebacks: the demo's failures are on purpose."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+
 if __name__ == "__main__":
-    url = os.environ.get("NATS_URL")
-    if url:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--serve", action="store_true", help="run the API's messaging on $NATS_URL until SIGTERM"
+    )
+    serve = parser.parse_args().serve
+    # natsbus logs each retry, rejection and failed request (loggers natsbus.*).
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if serve
+        else OneLine("    log: %(message)s")
+    )
+    logging.basicConfig(level=logging.INFO if serve else logging.WARNING, handlers=[handler])
+    if serve:
+        asyncio.run(agent_main())
+    elif url := os.environ.get("NATS_URL"):
         asyncio.run(main(url))
     else:
         from natsbus.testing import NatsServer
