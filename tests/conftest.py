@@ -84,3 +84,13 @@ async def stored(bus: natsbus.Bus, stream: str, seq: int) -> tuple[str, bytes, d
 async def message_count(bus: natsbus.Bus, stream: str) -> int:
     info = await bus.stream_info(stream)
     return int(info["state"]["messages"])
+
+
+async def consumer_state(bus: natsbus.Bus, stream: str, durable: str) -> dict[str, int]:
+    """What a user checks of a consumer: pending, ack pending, redelivered."""
+    info = await bus.consumer_info(stream, durable)
+    return {
+        "pending": info["num_pending"],
+        "ack_pending": info["num_ack_pending"],
+        "redelivered": info["num_redelivered"],
+    }

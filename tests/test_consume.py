@@ -8,7 +8,7 @@ import time
 
 import pydantic
 import pytest
-from conftest import StreamFactory, unique
+from conftest import StreamFactory, consumer_state, unique
 
 import natsbus
 from natsbus.testing import NatsServer
@@ -23,15 +23,6 @@ class Task(pydantic.BaseModel):
 class TaskDC:
     id: int
     name: str
-
-
-async def consumer_state(bus: natsbus.Bus, stream: str, durable: str) -> dict[str, int]:
-    info = await bus.consumer_info(stream, durable)
-    return {
-        "pending": info["num_pending"],
-        "ack_pending": info["num_ack_pending"],
-        "redelivered": info["num_redelivered"],
-    }
 
 
 async def test_message_fields_and_ack(bus: natsbus.Bus, make_stream: StreamFactory) -> None:

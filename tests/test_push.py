@@ -6,20 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import StreamFactory, unique
+from conftest import StreamFactory, consumer_state, unique
 
 import natsbus
 
 SECOND = 1_000_000_000
-
-
-async def consumer_state(bus: natsbus.Bus, stream: str, durable: str) -> dict[str, int]:
-    info = await bus.consumer_info(stream, durable)
-    return {
-        "pending": info["num_pending"],
-        "ack_pending": info["num_ack_pending"],
-        "redelivered": info["num_redelivered"],
-    }
 
 
 def push_config(deliver: str, **extra: object) -> dict[str, object]:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._bus import Bus
     from ._natsbus import Message
 
-__all__ = ["DeadLetter", "list_dead_letters", "redrive"]
+__all__ = ["DeadLetter", "list_dead_letters", "redrive", "select"]
 
 log = logging.getLogger("natsbus.dead_letters")
 
@@ -111,6 +111,23 @@ async def list_dead_letters(
     return out
 
 
+def select(
+    stream: str, letters: list[DeadLetter], seqs: Optional[Iterable[int]]
+) -> list[DeadLetter]:
+    """The ``letters`` at ``seqs`` (all when None); ``MessageNotFoundError``
+    naming the sequences ``stream`` does not hold."""
+    if seqs is None:
+        return letters
+    wanted = set(seqs)
+    missing = wanted - {d.seq for d in letters}
+    if missing:
+        raise MessageNotFoundError(
+            f"stream {stream!r} holds no message at sequence(s) "
+            + ", ".join(str(s) for s in sorted(missing))
+        )
+    return [d for d in letters if d.seq in wanted]
+
+
 async def redrive(
     bus: Bus, stream: str, *, seqs: Optional[Iterable[int]] = None
 ) -> list[DeadLetter]:
@@ -123,16 +140,7 @@ async def redrive(
     within the original stream's duplicate window. A dead letter that does not
     say where it came from is left alone (and logged).
     """
-    wanted = None if seqs is None else set(seqs)
-    letters = await list_dead_letters(bus, stream)
-    if wanted is not None:
-        missing = wanted - {d.seq for d in letters}
-        if missing:
-            raise MessageNotFoundError(
-                f"stream {stream!r} holds no message at sequence(s) "
-                + ", ".join(str(s) for s in sorted(missing))
-            )
-        letters = [d for d in letters if d.seq in wanted]
+    letters = select(stream, await list_dead_letters(bus, stream), seqs)
     done: list[DeadLetter] = []
     for d in letters:
         if not d.redrivable:

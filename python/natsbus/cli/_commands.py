@@ -9,6 +9,7 @@ from typing import Any
 
 import natsbus
 
+from .._dead_letters import select
 from ._common import EXIT_ERROR, EXIT_OK, EXIT_PENDING, CliError, eprint, print_json
 from ._connection import connect_waiting, session
 from ._render import problem_dict, render_dead_letters, render_status, topology_summary
@@ -174,16 +175,10 @@ async def cmd_export(args: argparse.Namespace) -> int:
 async def cmd_dead_letters(args: argparse.Namespace) -> int:
     """List a dead-letter stream; with ``--redrive`` send its messages back."""
     async with session(args) as bus:
-        letters = await bus.dead_letters(args.stream)
-        if args.seq:
-            wanted = set(args.seq)
-            missing = wanted - {d.seq for d in letters}
-            if missing:
-                raise CliError(
-                    f"stream {args.stream} holds no message at sequence(s) "
-                    + ", ".join(str(s) for s in sorted(missing))
-                )
-            letters = [d for d in letters if d.seq in wanted]
+        try:
+            letters = select(args.stream, await bus.dead_letters(args.stream), args.seq)
+        except natsbus.MessageNotFoundError as exc:
+            raise CliError(str(exc)) from None
         redriven = []
         if args.redrive:
             redriven = await bus.redrive(args.stream, seqs=[d.seq for d in letters])

@@ -14,12 +14,13 @@
 //! - [`subscription`]: a core subscription (`subscribe`, and requests for
 //!   `serve`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use tokio::task::JoinHandle;
 
-use crate::client::consume::{Acker, Inbox};
-use crate::client::Connected;
+use crate::client::consume::{AckKind, Acker, InboundMessage, Inbox};
+use crate::client::{round_trip, Connected};
 use crate::error::Result;
 
 pub mod ordered;
@@ -108,4 +109,70 @@ pub fn control(msg: &async_nats::Message) -> Control {
             stalled: header("Nats-Consumer-Stalled").map(async_nats::Subject::from),
         },
     }
+}
+
+/// A flow-control request of the server not answered yet. It is answered
+/// once the application has taken the buffer below
+/// [`push::FLOW_CONTROL_BELOW`] messages, so the server waits for a slow
+/// application instead of the buffer growing without end.
+#[derive(Debug, Default)]
+pub struct FlowControl(Option<async_nats::Subject>);
+
+impl FlowControl {
+    /// The server asked (on `reply`).
+    pub fn requested(&mut self, reply: async_nats::Subject) {
+        self.0 = Some(reply);
+    }
+
+    /// A request is waiting for room in the inbox.
+    pub fn waiting(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Forget the request (the consumer it came from is gone).
+    pub fn reset(&mut self) {
+        self.0 = None;
+    }
+
+    /// Answer the waiting request if the inbox has room now.
+    pub async fn answer_if_room(&mut self, client: &async_nats::Client, inbox: &Inbox) {
+        if self.0.is_some() && inbox.len() < push::FLOW_CONTROL_BELOW {
+            if let Some(reply) = self.0.take() {
+                let _ = client.publish(reply, Default::default()).await;
+            }
+        }
+    }
+}
+
+/// How a durable reader stops once its pump was told to: wait for the pump
+/// task, then release (nak) every message received and never handed out
+/// (`rest`, what the task still held, what the inbox holds), after the
+/// subscription is gone so that the redelivery goes to another reader, and
+/// make sure the server read the acks and releases.
+pub async fn release_the_rest(
+    task: &Mutex<Option<JoinHandle<Vec<InboundMessage>>>>,
+    inbox: &Inbox,
+    mut rest: Vec<InboundMessage>,
+    acker: &Acker,
+    conn: &Connected,
+) {
+    let task = task.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(task) = task {
+        if let Ok(more) = task.await {
+            rest.extend(more);
+        }
+    }
+    rest.extend(inbox.close(None));
+    for m in &rest {
+        if let Some(reply) = &m.reply {
+            let _ = acker.send(reply.clone(), &AckKind::Nak(None));
+        }
+    }
+    settle(acker, conn).await;
+}
+
+/// Write queued acks and wait until the server has read them.
+pub async fn settle(acker: &Acker, conn: &Connected) {
+    acker.flush().await;
+    let _ = round_trip(&conn.client, &conn.events, pull::SETTLE_TIMEOUT).await;
 }

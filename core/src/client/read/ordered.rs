@@ -30,8 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::push::FLOW_CONTROL_BELOW;
-use super::{control, Control, Reader};
+use super::{control, Control, FlowControl, Reader};
 use crate::client::consume::{InboundMessage, Inbox};
 use crate::client::Connected;
 use crate::error::{Error, ErrorKind, Result};
@@ -356,18 +355,13 @@ async fn run(
     let mut reconnects = cursor.conn.reconnects.clone();
     reconnects.borrow_and_update();
     let heartbeat = cursor.opts.heartbeat;
-    let mut flow_control: Option<async_nats::Subject> = None;
+    let mut flow_control = FlowControl::default();
     let mut last_seen = Instant::now();
     loop {
         if *stop.borrow_and_update() {
             break;
         }
-        if let Some(reply) = &flow_control {
-            if inbox.len() < FLOW_CONTROL_BELOW {
-                let _ = client.publish(reply.clone(), Default::default()).await;
-                flow_control = None;
-            }
-        }
+        flow_control.answer_if_room(&client, &inbox).await;
         let next = tokio::select! {
             biased;
             changed = stop.changed() => {
@@ -405,7 +399,7 @@ async fn run(
                 Next::Recreate
             }
             _ = tokio::time::sleep_until(last_seen + heartbeat * 3) => Next::Recreate,
-            _ = inbox.taken(), if flow_control.is_some() => Next::Go,
+            _ = inbox.taken(), if flow_control.waiting() => Next::Go,
         };
         match next {
             Next::Go => {}
@@ -415,7 +409,7 @@ async fn run(
                 return;
             }
             Next::Recreate => {
-                flow_control = None;
+                flow_control.reset();
                 match cursor.recreate(current, &mut stop).await {
                     Ok(Some((made, pending))) => {
                         current = made;
@@ -442,7 +436,7 @@ async fn on_message(
     cursor: &mut Cursor,
     msg: async_nats::Message,
     burst: &mut Vec<InboundMessage>,
-    flow_control: &mut Option<async_nats::Subject>,
+    flow_control: &mut FlowControl,
     client: &async_nats::Client,
 ) -> Next {
     match control(&msg) {
@@ -469,7 +463,7 @@ async fn on_message(
             }
         }
         Control::FlowControl(reply) => {
-            *flow_control = Some(reply);
+            flow_control.requested(reply);
             Next::Go
         }
         Control::Heartbeat {

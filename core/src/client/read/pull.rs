@@ -54,9 +54,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Reader;
-use crate::client::consume::{AckKind, Acker, Flow, InboundMessage, Inbox};
+use crate::client::consume::{Acker, Flow, InboundMessage, Inbox};
 use crate::client::events::Denied;
-use crate::client::{round_trip, Connected};
+use crate::client::Connected;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The default byte budget of a pull consumption: 8 MiB buffered, held and
@@ -684,29 +684,16 @@ impl PullConsumer {
     }
 
     async fn shutdown(&self) {
-        let mut rest = self.inbox.close(None);
+        let rest = self.inbox.close(None);
         let _ = self.phase.send(Phase::Quiesce);
         self.settle().await;
         let _ = self.phase.send(Phase::Stop);
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            if let Ok(more) = task.await {
-                rest.extend(more);
-            }
-        }
-        rest.extend(self.inbox.close(None));
-        for m in &rest {
-            if let Some(reply) = &m.reply {
-                let _ = self.acker.send(reply.clone(), &AckKind::Nak(None));
-            }
-        }
-        self.settle().await;
+        super::release_the_rest(&self.task, &self.inbox, rest, &self.acker, &self.conn).await;
     }
 
     /// Write queued acks and wait until the server has read them.
     pub async fn settle(&self) {
-        self.acker.flush().await;
-        let _ = round_trip(&self.conn.client, &self.conn.events, SETTLE_TIMEOUT).await;
+        super::settle(&self.acker, &self.conn).await;
     }
 }
 

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{control, Control, Reader};
-use crate::client::consume::{AckKind, Acker, InboundMessage, Inbox};
+use super::{control, Control, FlowControl, Reader};
+use crate::client::consume::{Acker, InboundMessage, Inbox};
 use crate::client::read::pull::SETTLE_TIMEOUT;
 use crate::client::{round_trip, Connected};
 use crate::error::{Error, ErrorKind, Result};
@@ -135,27 +135,14 @@ impl PushConsumer {
     }
 
     async fn shutdown(&self) {
-        let mut rest = self.inbox.close(None);
+        let rest = self.inbox.close(None);
         let _ = self.stop.send(true);
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            if let Ok(more) = task.await {
-                rest.extend(more);
-            }
-        }
-        rest.extend(self.inbox.close(None));
-        for m in &rest {
-            if let Some(reply) = &m.reply {
-                let _ = self.acker.send(reply.clone(), &AckKind::Nak(None));
-            }
-        }
-        self.settle().await;
+        super::release_the_rest(&self.task, &self.inbox, rest, &self.acker, &self.conn).await;
     }
 
     /// Write queued acks and wait until the server has read them.
     pub async fn settle(&self) {
-        self.acker.flush().await;
-        let _ = round_trip(&self.conn.client, &self.conn.events, SETTLE_TIMEOUT).await;
+        super::settle(&self.acker, &self.conn).await;
     }
 }
 
@@ -191,20 +178,13 @@ async fn pump(
 ) -> Vec<InboundMessage> {
     let client = &conn.client;
     let mut leftovers = Vec::new();
-    // A flow-control request not answered yet: answered once the
-    // application has taken what is buffered.
-    let mut flow_control: Option<async_nats::Subject> = None;
+    let mut flow_control = FlowControl::default();
     let mut last_seen = Instant::now();
     loop {
         if *stop.borrow_and_update() {
             break;
         }
-        if let Some(reply) = &flow_control {
-            if inbox.len() < FLOW_CONTROL_BELOW {
-                let _ = client.publish(reply.clone(), Default::default()).await;
-                flow_control = None;
-            }
-        }
+        flow_control.answer_if_room(client, &inbox).await;
         let silent = heartbeat.map(|hb| last_seen + hb * 3);
         tokio::select! {
             biased;
@@ -225,7 +205,7 @@ async fn pump(
                             leftovers.push(m);
                         }
                     }
-                    Control::FlowControl(reply) => flow_control = Some(reply),
+                    Control::FlowControl(reply) => flow_control.requested(reply),
                     Control::Heartbeat { stalled, .. } => {
                         if let Some(reply) = stalled {
                             let _ = client.publish(reply, Default::default()).await;
@@ -249,7 +229,7 @@ async fn pump(
                 }
                 last_seen = Instant::now();
             }
-            _ = inbox.taken(), if flow_control.is_some() => {}
+            _ = inbox.taken(), if flow_control.waiting() => {}
         }
     }
     let _ = sub.unsubscribe().await;
