@@ -3,8 +3,12 @@ idempotently, and each ``agents.main(url)`` runs its flow end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,3 +337,117 @@ async def test_iot_pulse(fresh_server: NatsServer, capsys: pytest.CaptureFixture
         # The dead letter was stored once and removed by the re-drive.
         dlq = await bus.stream_info("DLQ")
         assert dlq["state"]["last_seq"] == 1 and dlq["state"]["messages"] == 0
+
+
+# ---------------------------------------------------------------- as services
+
+
+# Each example's agents as a service (``agents.py --serve``: its agent_main under
+# natsbus.run, stopped by SIGTERM): a message it consumes, the consumer that must take
+# it, and a stream whose message count then shows the outcome.
+SERVICES: list[tuple[str, list[str], str, Any, tuple[str, str], tuple[str, int]]] = [
+    (
+        "agentic_platform",
+        [],
+        "workflows.execution.start",
+        {"workflow_id": "wf-9", "name": "probe"},
+        ("WORKFLOWS", "workflow-processor"),
+        ("WORKFLOWS", 0),
+    ),
+    (
+        "aigentflow",
+        [],
+        "task.research.created",
+        {
+            "id": "6a1f6c1e-2a44-4d8e-9a43-0c8f1f9d2b11",
+            "timestamp": "2026-01-10T00:00:00Z",
+            "source": "probe",
+            "tenantId": "0b8f3f0e-6a52-4c1e-8f3e-5d1c2b7a9e40",
+            "type": "task.created",
+            "taskId": "5d7e1c2a-9b3f-4e6a-8c1d-2f4a6b8c0e19",
+            "taskType": "research",
+        },
+        ("TASK_EVENTS", "api-task-consumer"),
+        ("TASK_EVENTS", 1),
+    ),
+    (
+        "aivo",
+        [],
+        "learning.session.started",
+        {"learner_id": "learner-9", "kind": "session"},
+        ("LEARNING", "indexer"),
+        ("DLQ", 0),
+    ),
+    (
+        "iot_pulse",
+        [],
+        "routes.tenant-0.probe",
+        {
+            "route_id": "probe",
+            "url": "https://hooks.example.com/probe",
+            "reading": {
+                "tenant_id": "tenant-0",
+                "device_id": "dev-0",
+                "ts": 1,
+                "metric": "temp_c",
+                "value": 21.5,
+            },
+        },
+        ("ROUTES", "route-delivery"),
+        ("ROUTES", 0),
+    ),
+    (
+        "observability_agent",
+        ["log_agent"],
+        "log_agent",
+        {"alert_id": "A-9", "service": "checkout", "question": "what does log_agent see?"},
+        ("AGENT_TASKS", "log_agent"),
+        ("RESPONSES", 1),
+    ),
+]
+
+
+@pytest.mark.parametrize("system", [s[0] for s in SERVICES])
+async def test_agents_serve_until_sigterm(
+    fresh_server: NatsServer, system: str, tmp_path: Path
+) -> None:
+    if system == "aigentflow":
+        pytest.importorskip("pydantic", minversion="2.11")
+    _, args, subject, data, (stream, durable), (out_stream, out_count) = next(
+        s for s in SERVICES if s[0] == system
+    )
+    env = {**os.environ, "NATS_URL": fresh_server.url, "NATS_REPLICAS": "1"}
+    log = tmp_path / "service.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / system / "agents.py"), "--serve", *args],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        async with natsbus.connect(fresh_server.url) as bus:
+            # The service applies its topology at start-up and consumes what arrives.
+            for _ in range(200):
+                try:
+                    await bus.consumer_info(stream, durable)
+                    break
+                except (natsbus.StreamNotFoundError, natsbus.ConsumerNotFoundError):
+                    await asyncio.sleep(0.05)
+            await bus.publish(subject, data)
+            for _ in range(200):
+                info = await bus.consumer_info(stream, durable)
+                if info["ack_floor"]["stream_seq"] >= 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert await consumer_counts(bus, stream, durable) == (0, 0), log.read_text()
+            assert info["delivered"]["consumer_seq"] == 1
+            assert await message_count(bus, out_stream) == out_count
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert f"stopped worker {stream}/{durable}: handled 1, failed 0" in output, output
