@@ -38,7 +38,6 @@ import logging
 import os
 import statistics
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -119,7 +118,7 @@ async def event_analytics(bus: natsbus.Bus) -> dict[str, float]:
     """The batch job: average the metrics that arrived since its last run, 100 at a time."""
     if (await bus.consumer_info("EVENTS", "event-analytics"))["num_pending"] == 0:
         return {}  # nothing new
-    values: dict[str, list[float]] = defaultdict(list)
+    values: dict[str, list[float]] = collections.defaultdict(list)
     async with bus.consume("EVENTS", "event-analytics", model=Metric) as consumer:
         async for batch in consumer.batches(max_messages=100, timeout=0.2):
             for msg in batch:
