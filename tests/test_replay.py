@@ -209,3 +209,24 @@ def test_the_readme_replay_example_runs(nats_url: str, tmp_path: Path) -> None:
         "15 {'run': 14} 28 True",
         'stream "AGENT_EVENTS" holds no message at sequence 10000',
     ]
+
+
+async def test_a_replay_whose_consumer_vanishes_recreates_it_and_loses_nothing(
+    bus: natsbus.Bus, make_stream: StreamFactory
+) -> None:
+    stream, p = await make_stream()
+    await bus.publish_many([(f"{p}.e", {"i": i}) for i in range(10)])
+    got: list[int] = []
+    async with bus.replay(stream, follow=True, heartbeat=0.2) as r:
+        async for m in r:
+            got.append(m.seq)
+            if m.seq == 10:
+                # The server loses the replay's consumer (as a restarted
+                # server without its state would); new messages come meanwhile.
+                (name,) = await consumers_of(bus, stream)
+                await bus.jetstream_api(f"CONSUMER.DELETE.{stream}.{name}")
+                await bus.publish_many([(f"{p}.e", {"i": i}) for i in range(10, 15)])
+            if m.seq == 15:
+                break
+    assert got == list(range(1, 16))
+    assert await consumers_of(bus, stream) == []

@@ -326,6 +326,7 @@ class Bus:
         subjects: Union[str, Sequence[str], None] = None,
         model: None = None,
         follow: bool = False,
+        heartbeat: float = 2.0,
     ) -> Replay[Any]: ...
 
     @overload
@@ -339,6 +340,7 @@ class Bus:
         subjects: Union[str, Sequence[str], None] = None,
         model: Callable[..., T],
         follow: bool = False,
+        heartbeat: float = 2.0,
     ) -> Replay[T]: ...
 
     def replay(
@@ -351,6 +353,7 @@ class Bus:
         subjects: Union[str, Sequence[str], None] = None,
         model: Any = None,
         follow: bool = False,
+        heartbeat: float = 2.0,
     ) -> Replay[Any]:
         """Replay a stream in order: ``async with bus.replay("EVENTS", start_seq=15) as r``.
 
@@ -360,9 +363,12 @@ class Bus:
         allowed). No acks and no durable left behind. Without ``follow`` the
         iteration ends after the message that was last in the stream when
         it started; with ``follow=True`` it goes on with new messages.
+        The server sends an idle heartbeat every ``heartbeat`` seconds; three
+        missed ones make the replay recreate its consumer.
         """
         self._core.check_open(stream)
         args = replay_args(start_seq, start_time, last_per_subject, subjects, model, follow)
+        args["heartbeat"] = heartbeat
         return Replay(self, stream, args)
 
     @overload

@@ -93,12 +93,64 @@ struct Cursor {
     conn: Connected,
     stream: String,
     opts: ReplayOptions,
+    seqs: Sequencer,
+}
+
+/// The sequence bookkeeping of a replay (no I/O): what to do with each
+/// delivery so that nothing is skipped or repeated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sequencer {
     /// The last stream sequence delivered (0: none yet).
-    last_seq: u64,
+    pub last_seq: u64,
     /// The last consumer sequence of the current consumer.
-    last_cseq: u64,
+    pub last_cseq: u64,
     /// Without `follow`: the stream's last sequence at the start.
-    end: Option<u64>,
+    pub end: Option<u64>,
+}
+
+/// What to do with one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it over; `last`: it ends the replay.
+    Deliver { last: bool },
+    /// Already delivered (a new consumer started before it): drop it.
+    Skip,
+    /// A delivery went missing before it: recreate after `last_seq`.
+    Gap,
+    /// Past the end (the last message at the start was deleted or is not
+    /// in the filter): the replay is over, without it.
+    Past,
+}
+
+impl Sequencer {
+    /// A delivery with stream sequence `seq`, consumer sequence `cseq`, and
+    /// `pending` messages after it for this consumer.
+    pub fn on_data(&mut self, seq: u64, cseq: u64, pending: u64) -> Verdict {
+        if cseq != self.last_cseq + 1 {
+            return Verdict::Gap;
+        }
+        self.last_cseq = cseq;
+        if seq <= self.last_seq {
+            return Verdict::Skip;
+        }
+        if self.end.is_some_and(|end| seq > end) {
+            return Verdict::Past;
+        }
+        self.last_seq = seq;
+        let last = self.end.is_some_and(|end| seq >= end || pending == 0);
+        Verdict::Deliver { last }
+    }
+
+    /// A heartbeat says the server sent up to consumer sequence
+    /// `last_consumer`: true when some of it never arrived.
+    pub fn missed(&self, last_consumer: Option<u64>) -> bool {
+        last_consumer.is_some_and(|n| n > self.last_cseq)
+    }
+
+    /// A new consumer starts counting from 1.
+    pub fn new_consumer(&mut self) {
+        self.last_cseq = 0;
+    }
 }
 
 impl Replay {
@@ -113,15 +165,16 @@ impl Replay {
         let mut cursor = Cursor {
             conn: conn.clone(),
             stream: stream.to_string(),
-            end: (!opts.follow).then_some(last),
+            seqs: Sequencer {
+                end: (!opts.follow).then_some(last),
+                ..Sequencer::default()
+            },
             opts,
-            last_seq: 0,
-            last_cseq: 0,
         };
         let inbox = Inbox::new(usize::MAX);
         let (stop, stop_rx) = watch::channel(false);
         let (current, pending) = cursor.create().await?;
-        let task = if cursor.end.is_some() && (last == 0 || pending == 0) {
+        let task = if cursor.seqs.end.is_some() && (last == 0 || pending == 0) {
             // Nothing to replay.
             cursor.remove(current).await;
             inbox.finish();
@@ -217,7 +270,7 @@ impl Cursor {
         config.insert("num_replicas".into(), json!(1));
         config.insert("replay_policy".into(), json!("instant"));
         config.insert("inactive_threshold".into(), json!(ns(INACTIVE_THRESHOLD)));
-        let resume = (self.last_seq > 0).then_some(self.last_seq);
+        let resume = (self.seqs.last_seq > 0).then_some(self.seqs.last_seq);
         match (&opts.start, resume) {
             // Sequences only go up: what is at or below the last delivered
             // one is dropped as it comes.
@@ -289,7 +342,7 @@ impl Cursor {
             .get("num_pending")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        self.last_cseq = 0;
+        self.seqs.new_consumer();
         Ok((Current { sub, name }, pending))
     }
 
@@ -414,7 +467,7 @@ async fn run(
                     Ok(Some((made, pending))) => {
                         current = made;
                         last_seen = Instant::now();
-                        if cursor.end.is_some() && pending == 0 {
+                        if cursor.seqs.end.is_some() && pending == 0 {
                             cursor.remove(current).await;
                             inbox.finish();
                             return;
@@ -444,22 +497,18 @@ async fn on_message(
             let Some((seq, cseq, pending)) = msg.reply.as_deref().and_then(sequences) else {
                 return Next::Go;
             };
-            if cseq != cursor.last_cseq + 1 {
-                // Something between went missing.
-                return Next::Recreate;
-            }
-            cursor.last_cseq = cseq;
-            if seq <= cursor.last_seq {
-                return Next::Go;
-            }
-            if cursor.end.is_some_and(|end| seq > end) {
-                return Next::Finish;
-            }
-            cursor.last_seq = seq;
-            burst.push(InboundMessage::from(msg));
-            match cursor.end {
-                Some(end) if seq >= end || pending == 0 => Next::Finish,
-                _ => Next::Go,
+            match cursor.seqs.on_data(seq, cseq, pending) {
+                Verdict::Skip => Next::Go,
+                Verdict::Gap => Next::Recreate,
+                Verdict::Past => Next::Finish,
+                Verdict::Deliver { last } => {
+                    burst.push(InboundMessage::from(msg));
+                    if last {
+                        Next::Finish
+                    } else {
+                        Next::Go
+                    }
+                }
             }
         }
         Control::FlowControl(reply) => {
@@ -474,7 +523,7 @@ async fn on_message(
             if let Some(reply) = stalled {
                 let _ = client.publish(reply, Default::default()).await;
             }
-            if last_consumer.is_some_and(|n| n > cursor.last_cseq) {
+            if cursor.seqs.missed(last_consumer) {
                 Next::Recreate
             } else {
                 Next::Go
@@ -486,7 +535,53 @@ async fn on_message(
 
 #[cfg(test)]
 mod tests {
-    use super::sequences;
+    use super::{sequences, Sequencer, Verdict};
+
+    #[test]
+    fn in_order_deliveries_and_the_end() {
+        let mut s = Sequencer {
+            end: Some(3),
+            ..Sequencer::default()
+        };
+        assert_eq!(s.on_data(1, 1, 2), Verdict::Deliver { last: false });
+        assert_eq!(s.on_data(2, 2, 1), Verdict::Deliver { last: false });
+        assert_eq!(s.on_data(3, 3, 5), Verdict::Deliver { last: true });
+        // Nothing pending for the filter: over, even before the end.
+        let mut f = Sequencer {
+            end: Some(10),
+            ..Sequencer::default()
+        };
+        assert_eq!(f.on_data(4, 1, 0), Verdict::Deliver { last: true });
+        // The end itself is gone: the next one past it ends the replay.
+        let mut g = Sequencer {
+            end: Some(10),
+            ..Sequencer::default()
+        };
+        assert_eq!(g.on_data(9, 1, 3), Verdict::Deliver { last: false });
+        assert_eq!(g.on_data(11, 2, 2), Verdict::Past);
+        // Following: never ends.
+        let mut h = Sequencer::default();
+        assert_eq!(h.on_data(1, 1, 0), Verdict::Deliver { last: false });
+    }
+
+    #[test]
+    fn a_gap_recreates_and_the_new_consumer_repeats_nothing() {
+        let mut s = Sequencer::default();
+        assert_eq!(s.on_data(1, 1, 9), Verdict::Deliver { last: false });
+        assert_eq!(s.on_data(2, 2, 8), Verdict::Deliver { last: false });
+        // Consumer sequence 3 never arrived.
+        assert_eq!(s.on_data(4, 4, 6), Verdict::Gap);
+        assert_eq!(s.last_seq, 2, "recreate after the last delivered");
+        s.new_consumer();
+        // A last-per-subject consumer starts over: what was delivered is dropped.
+        assert_eq!(s.on_data(1, 1, 9), Verdict::Skip);
+        assert_eq!(s.on_data(2, 2, 9), Verdict::Skip);
+        assert_eq!(s.on_data(3, 3, 7), Verdict::Deliver { last: false });
+        // A heartbeat telling of more than arrived.
+        assert!(s.missed(Some(4)));
+        assert!(!s.missed(Some(3)));
+        assert!(!s.missed(None));
+    }
 
     #[test]
     fn sequences_from_both_reply_forms() {
