@@ -313,13 +313,17 @@ async def test_iot_pulse(fresh_server: NatsServer, capsys: pytest.CaptureFixture
     assert "ingest: 625 received, 600 stored" in out
     assert "batch writer: 600 readings in " in out
     assert "route-crm: https://crm.example.com/b returned 503 (attempt 3)" in out
-    assert "routes: 2 delivered, 1 dead-lettered" in out
+    assert "routes: 2 delivered, 2 dead-lettered" in out
     assert (
-        "DLQ#1: ROUTES#2 routes.tenant-1.route-crm, delivery 3: handler failed on the last "
+        "DLQ#1: ROUTES#4 routes.tenant-1.route-typo, delivery 1: "
+        "'htps://hooks.example.com/d' is not an https URL"
+    ) in out
+    assert (
+        "DLQ#2: ROUTES#2 routes.tenant-1.route-crm, delivery 3: handler failed on the last "
         "allowed delivery (3 of 3): EndpointDown: https://crm.example.com/b returned 503"
     ) in out
     assert "route-crm: delivered to https://crm.example.com/b (attempt 1)" in out
-    assert "routes: 3 delivered after re-driving 1, 0 left in the DLQ" in out
+    assert "routes: 3 delivered after re-driving 1, 1 left in the DLQ" in out
 
     async with natsbus.connect(url) as bus:
         # The 25 retried readings were dropped as duplicates.
@@ -327,16 +331,27 @@ async def test_iot_pulse(fresh_server: NatsServer, capsys: pytest.CaptureFixture
         assert await consumer_counts(bus, "TELEMETRY", "ingest-workers") == (0, 0)
         assert await message_count(bus, "SHADOW") == 1
         assert await message_count(bus, "COMMANDS") == 1
-        # Work queue: delivered jobs were acked, the failing one dead-lettered and
-        # terminated, then re-driven (ROUTES#4) and delivered.
+        # Work queue: delivered jobs were acked, the failing ones dead-lettered and
+        # terminated, and the CRM's re-driven (ROUTES#5) and delivered.
         routes = await bus.stream_info("ROUTES")
-        assert routes["state"]["messages"] == 0 and routes["state"]["last_seq"] == 4
+        assert routes["state"]["messages"] == 0 and routes["state"]["last_seq"] == 5
         info = await bus.consumer_info("ROUTES", "route-delivery")
         assert (info["num_pending"], info["num_ack_pending"]) == (0, 0)
-        assert info["delivered"]["consumer_seq"] == 6  # 3 jobs + 2 retries + the re-drive
-        # The dead letter was stored once and removed by the re-drive.
+        assert info["delivered"]["consumer_seq"] == 7  # 4 jobs + 2 retries + the re-drive
+        # Two dead letters were stored; the re-drive removed the CRM's, the
+        # misconfigured route's stays, unchanged, with where it came from.
         dlq = await bus.stream_info("DLQ")
-        assert dlq["state"]["last_seq"] == 1 and dlq["state"]["messages"] == 0
+        assert dlq["state"]["last_seq"] == 2 and dlq["state"]["messages"] == 1
+        (left,) = await bus.dead_letters("DLQ")
+        assert left.seq == 1 and left.message.subject == "dlq.routes"
+        assert (left.stream, left.consumer, left.subject) == (
+            "ROUTES",
+            "route-delivery",
+            "routes.tenant-1.route-typo",
+        )
+        assert (left.sequence, left.delivered) == (4, 1)
+        assert left.reason == "'htps://hooks.example.com/d' is not an https URL"
+        assert left.message.data["route_id"] == "route-typo"
 
 
 # ---------------------------------------------------------------- as services

@@ -12,12 +12,14 @@
 - Route jobs (webhooks) go to the ROUTES work queue. The ``route-delivery``
   worker posts them (a sync handler, as with an HTTP client; the worker runs
   it in a thread). A failing endpoint raises: the job is retried after the
-  consumer's ``backoff``, and on its third delivery (``max_deliver: 3``) the
-  worker dead-letters it to ``dlq.routes`` (``dead_letter:`` in
-  topology.yaml) and terminates it, which removes it from the queue. The
-  demo lists the DLQ with ``bus.dead_letters("DLQ")``; once the endpoint is
-  back, ``bus.redrive("DLQ")`` (``natsbus dead-letters DLQ --redrive``) sends
-  the job to ROUTES again, and it is delivered.
+  consumer's ``backoff``, and when it fails on its third delivery
+  (``max_deliver: 3``) the worker dead-letters it to ``dlq.routes``
+  (``dead_letter:`` in topology.yaml) and terminates it, which removes it
+  from the queue. A job no retry can help (a route whose URL is not https)
+  raises ``natsbus.Reject`` and is dead-lettered at once. The demo lists the
+  DLQ with ``bus.dead_letters("DLQ")``; once the endpoint is back,
+  ``bus.redrive("DLQ", seqs=...)`` (``natsbus dead-letters DLQ --redrive
+  --seq N``) sends its jobs to ROUTES again, and they are delivered.
 
 Run the demo: ``python examples/iot_pulse/agents.py`` (uses ``$NATS_URL``, or
 starts a throwaway nats-server). Run the batch writer and route delivery as a
@@ -124,7 +126,10 @@ class RouteDelivery:
 
     def __call__(self, msg: natsbus.Message[RouteJob]) -> None:
         job = msg.data
-        if urlsplit(job.url).hostname in self.down:  # requests.post(job.url, ...) fails
+        url = urlsplit(job.url)
+        if url.scheme != "https":  # a misconfigured route: retrying will not help
+            raise natsbus.Reject(f"{job.url!r} is not an https URL")
+        if url.hostname in self.down:  # requests.post(job.url, ...) fails
             print(f"  {job.route_id}: {job.url} returned 503 (attempt {msg.delivered})")
             raise EndpointDown(f"{job.url} returned 503")
         print(f"  {job.route_id}: delivered to {job.url} (attempt {msg.delivered})")
@@ -186,11 +191,12 @@ async def main(url: str) -> None:
                 "commands.tenant-0.dev-3.ack", {"command_id": "c-19", "status": "done"}
             )
 
-            hot = [r for r in readings if r.value > 30][:3]
+            hot = [r for r in readings if r.value > 30][:4]
             jobs = [
                 RouteJob("route-ok-1", "https://hooks.example.com/a", hot[0]),
                 RouteJob("route-crm", "https://crm.example.com/b", hot[1]),
                 RouteJob("route-ok-2", "https://hooks.example.com/c", hot[2]),
+                RouteJob("route-typo", "htps://hooks.example.com/d", hot[3]),
             ]
             print("route delivery:")
             await bus.publish_many((f"routes.{j.reading.tenant_id}.{j.route_id}", j) for j in jobs)
@@ -205,7 +211,8 @@ async def main(url: str) -> None:
 
             print("the CRM is back up: re-driving its jobs from the DLQ")
             routes.down.clear()
-            redriven = await bus.redrive("DLQ")
+            crm = [d.seq for d in dead if "//crm.example.com/" in d.message.data["url"]]
+            redriven = await bus.redrive("DLQ", seqs=crm)
             await asyncio.wait_for(settled(bus, running[1:]), timeout=10.0)
             left = await bus.dead_letters("DLQ")
             print(
