@@ -3,13 +3,15 @@
 - Services publish learning, focus, homework and recommendation events.
 - The indexer service runs one worker per stream on its ``indexer`` consumer
   and writes each event to the ``events`` table (a dict here). A write that
-  fails raises: the worker naks the event, and the server redelivers it after
-  the consumer's ``backoff`` step. When the write fails on the last allowed
-  delivery (``max_deliver: 5``), the worker dead-letters the event to
-  ``dlq.<stream>`` (the consumer's ``dead_letter:`` in topology.yaml): the
-  DLQ stream stores it unchanged, with ``Natsbus-Dead-Letter-*`` headers
-  saying where it came from and why, and the original is terminated. A
-  payload that does not decode into ``Event`` is dead-lettered at once.
+  fails raises (the indexer cannot tell a lasting database error from a
+  passing one, a deadlock or a failover, so it retries them all): the worker
+  naks the event, and the server redelivers it after the consumer's
+  ``backoff`` step. When the write fails on the last allowed delivery
+  (``max_deliver: 5``), the worker dead-letters the event to ``dlq.<stream>``
+  (the consumer's ``dead_letter:`` in topology.yaml): the DLQ stream stores
+  it unchanged, with ``Natsbus-Dead-Letter-*`` headers saying where it came
+  from and why, and the original is terminated. A payload that does not
+  decode into ``Event`` is dead-lettered at once.
 - The analytics service counts LEARNING and FOCUS events per subject (a sync
   handler: the worker runs it in a thread).
 - Finally the demo lists the DLQ with ``bus.dead_letters("DLQ")``, what
