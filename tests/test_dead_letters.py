@@ -25,7 +25,6 @@ def topology(tag: str) -> dict[str, object]:
                 "consumers": {
                     "worker": {
                         "max_deliver": 3,
-                        "ack_wait": "2s",
                         "backoff": ["100ms", "100ms"],
                         "dead_letter": f"dlq{tag}.tasks",
                     }

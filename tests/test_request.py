@@ -79,7 +79,9 @@ async def test_handler_error_replies_with_error_headers(bus: natsbus.Bus) -> Non
         raise ValueError("bad input: no symbol")
 
     async with await bus.serve(subject, broken) as svc:
-        reply = await bus.request(subject, {})
+        with pytest.raises(natsbus.ServiceError) as caught:
+            await bus.request(subject, {})
+        reply = caught.value.reply
         assert reply.headers["Nats-Service-Error-Code"] == "500"
         assert "bad input: no symbol" in reply.headers["Nats-Service-Error"]
         assert svc.failed == 1

@@ -484,7 +484,6 @@ streams:
     consumers:
       workflow-processor:
         ack_policy: explicit
-        ack_wait: 45s
         max_deliver: 5
         max_ack_pending: 1000
         backoff: [1s, 5s, 30s]

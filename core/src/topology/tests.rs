@@ -902,3 +902,16 @@ fn dead_letter_rules() {
         "give it once",
     );
 }
+
+#[test]
+fn ack_wait_next_to_backoff_must_be_its_first_step() {
+    let base = "streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      c:\n        max_deliver: 5\n        backoff: [1s, 10s]\n";
+    yaml(base).unwrap();
+    yaml(&format!("{base}        ack_wait: 1s\n")).unwrap();
+    let p = problems(&format!("{base}        ack_wait: 30s\n"));
+    has(
+        &p,
+        "streams.S.consumers.c.ack_wait",
+        "the server replaces ack_wait with the first backoff step (1s)",
+    );
+}

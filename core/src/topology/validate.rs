@@ -684,6 +684,25 @@ fn backoff(ctx: &mut Ctx, x: &ConsumerCx) {
             "backoff applies to redeliveries, which need an ack policy other than none",
         );
     }
+    // With backoff, the server sets ack_wait to the first step: a different
+    // ack_wait would be shown by plan and stored as something else.
+    let first = c
+        .get("backoff")
+        .and_then(Value::as_array)
+        .and_then(|b| b.first())
+        .and_then(Value::as_i64);
+    if let (Some(first), Some(ack_wait)) = (first, c.get("ack_wait").and_then(Value::as_i64)) {
+        if ack_wait != first {
+            ctx.problem(
+                &at("ack_wait"),
+                format!(
+                    "ack_wait is {} but backoff is given: the server replaces ack_wait with the first backoff step ({}); drop ack_wait (the first step is the first delivery's deadline) or make it equal to that step",
+                    format_duration(ack_wait),
+                    format_duration(first)
+                ),
+            );
+        }
+    }
 }
 
 /// A start sequence or time exactly when the deliver policy uses it; `last_per_subject` needs a filter.
