@@ -703,9 +703,10 @@ class Worker(Generic[T]):
         if last and self._dead_letter is not None:
             log.error(
                 "handler failed for %s, its last allowed delivery (max_deliver %d): "
-                "dead-lettering it",
+                "%s; dead-lettering it",
                 self._where(msg),
                 self._max_deliver,
+                _one_line(f"{type(exc).__name__}: {exc}"),
                 exc_info=exc,
                 extra=self._log_extra(msg),
             )
@@ -717,8 +718,9 @@ class Worker(Generic[T]):
             return
         delay = self._nak_later(msg)
         log.error(
-            "handler failed for %s: nak'ed, redelivery in %.3gs",
+            "handler failed for %s: %s; nak'ed, redelivery in %.3gs",
             self._where(msg),
+            _one_line(f"{type(exc).__name__}: {exc}"),
             delay,
             exc_info=exc,
             extra=self._log_extra(msg),
@@ -1174,7 +1176,13 @@ async def run(*items: Union[Worker[Any], Service], grace: float = DEFAULT_GRACE)
         signals += 1
         name = signal.Signals(signum).name
         if signals == 1:
-            log.info("%s: stopping %d worker(s) (grace %.3gs)", name, len(workers), grace)
+            log.info(
+                "%s: stopping %d worker(s) (grace %.3gs) and %d service(s)",
+                name,
+                len(workers),
+                grace,
+                len(services),
+            )
             if not signalled.done():
                 signalled.set_result(signum)
         else:
