@@ -174,7 +174,12 @@ async def test_iteration_survives_server_restart(fresh_server: NatsServer) -> No
         )
         await bus.jetstream_api(
             "CONSUMER.CREATE.DURABLE.w",
-            {"stream_name": "DURABLE", "config": {"durable_name": "w", "ack_policy": "explicit"}},
+            {
+                "stream_name": "DURABLE",
+                # A message on the wire when the server goes down is lost on
+                # the way and comes back after ack_wait: keep that short.
+                "config": {"durable_name": "w", "ack_policy": "explicit", "ack_wait": 2 * 10**9},
+            },
         )
         await bus.publish_many([("d.x", {"i": i}) for i in range(100)])
         got: list[int] = []
