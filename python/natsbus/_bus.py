@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
 
+from . import _otel
 from ._consumer import Consumer, Service, start_service
 from ._dead_letters import DeadLetter, list_dead_letters, redrive
 from ._readers import Replay, Subscription, replay_args
@@ -65,7 +66,26 @@ class Bus:
         ``NoStreamError`` at once; while a capturing stream has no leader the
         publish is retried until ``timeout`` (default 5 s), then raises
         ``StreamUnavailableError``.
+
+        With OpenTelemetry installed and a span active, the publish runs in a
+        PRODUCER span whose W3C trace context the message carries
+        (``traceparent``, ``tracestate``); see the README, "Tracing".
         """
+        if _otel.ENABLED and _otel.active():
+            return _otel.publish(
+                self._core.publish,
+                subject,
+                data,
+                {
+                    "headers": headers,
+                    "msg_id": msg_id,
+                    "expected_stream": expected_stream,
+                    "expected_last_seq": expected_last_seq,
+                    "expected_last_subject_seq": expected_last_subject_seq,
+                    "expected_last_msg_id": expected_last_msg_id,
+                    "timeout": timeout,
+                },
+            )
         return self._core.publish(
             subject,
             data,
@@ -90,8 +110,12 @@ class Bus:
         At most ``window`` await their acks at once. Returns the acks in input
         order; if any item fails, raises ``BatchPublishError`` with ``.acks``
         (a ``PubAck`` or ``None`` per item) and ``.errors`` (index -> error).
-        Cancelling it stops sending what was not sent yet.
+        Cancelling it stops sending what was not sent yet. With a span active
+        (OpenTelemetry), every item carries the context of one PRODUCER span.
         """
+        if _otel.ENABLED and _otel.active():
+            kwargs = {"window": window, "timeout": timeout}
+            return _otel.publish_many(self._core.publish_many, items, kwargs)
         return self._core.publish_many(items, window=window, timeout=timeout)
 
     def publish_core(
@@ -148,11 +172,24 @@ class Bus:
         raises ``NoRespondersError`` at once; a reply carrying a
         ``Nats-Service-Error`` header (what ``serve()`` and NATS micro
         services send when their handler fails) raises ``ServiceError``
-        with ``.code`` and ``.description``.
+        with ``.code`` and ``.description``. With a span active
+        (OpenTelemetry), the request runs in a CLIENT span whose context it carries.
         """
-        reply = await self._core.request(
-            subject, data, headers=headers, timeout=timeout, model=model
+        if _otel.ENABLED and _otel.active():
+            kwargs: dict[str, Any] = {"headers": headers}
+            with _otel.request_span(subject, kwargs):
+                return self._check_reply(
+                    await self._core.request(
+                        subject, data, headers=kwargs["headers"], timeout=timeout, model=model
+                    )
+                )
+        return self._check_reply(
+            await self._core.request(subject, data, headers=headers, timeout=timeout, model=model)
         )
+
+    @staticmethod
+    def _check_reply(reply: Message[Any]) -> Message[Any]:
+        """``reply``, or ``ServiceError`` when it carries a service error header."""
         headers_in = reply.headers
         if "Nats-Service-Error" in headers_in or "Nats-Service-Error-Code" in headers_in:
             code_text = headers_in.get("Nats-Service-Error-Code", "")

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, Union
 
+from . import _otel
 from ._natsbus import Message
 from .errors import ClosedError, InvalidArgumentError
 
@@ -344,6 +345,8 @@ class Service:
                 task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, msg: Message[Any]) -> None:
+        # A SERVER span around the handler, the child of the requester's (OpenTelemetry).
+        traced = _otel.serve(msg, self.subject) if _otel.ENABLED else None
         try:
             result = self._handler(msg)
             if inspect.isawaitable(result):
@@ -353,6 +356,8 @@ class Service:
             self.handled += 1
         except Exception as exc:
             self.failed += 1
+            if traced is not None:
+                traced.fail(exc)
             log.exception("handler for %r failed", self.subject)
             if msg.reply:
                 text = f"{type(exc).__name__}: {exc}".replace("\r", " ").replace("\n", " ")
@@ -368,6 +373,8 @@ class Service:
                 except Exception:
                     log.exception("could not send the error reply for %r", self.subject)
         finally:
+            if traced is not None:
+                traced.end()
             self._sem.release()
 
     async def stop(self) -> None:
@@ -424,5 +431,7 @@ async def start_service(
     source = await bus._core.subscribe(subject, queue)
     await _warn_if_a_stream_captures(bus, subject)
     service = Service(bus, source, subject, handler, queue, max_concurrency)
+    if _otel.ENABLED:
+        _otel.refresh()
     service._start()
     return service

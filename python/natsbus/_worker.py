@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, Union
 
+from . import _otel
 from ._consumer import Consumer, Service
 from .errors import ClosedError, DecodeError, InvalidArgumentError, JetStreamError
 
@@ -478,6 +479,8 @@ class Worker(Generic[T]):
                     subject,
                     exc,
                 )
+        if _otel.ENABLED:
+            _otel.refresh()  # an SDK set up since the last worker started is seen at once
         if self._sync:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._concurrency,
@@ -568,6 +571,8 @@ class Worker(Generic[T]):
         decode = self._model is not None
         pool = self._pool
         loop = asyncio.get_running_loop()
+        stream = self._stream
+        traced: Optional[_otel.Processing] = None
         while True:
             if buf:
                 msg = buf.popleft()
@@ -589,6 +594,9 @@ class Worker(Generic[T]):
                     continue
                 fn, is_async = route
             current[slot] = msg
+            if _otel.ENABLED:
+                # The handler runs in a CONSUMER span, the child of the publisher's.
+                traced = _otel.process(msg, stream)
             try:
                 if decode:
                     msg.data  # noqa: B018 (decode first: a bad payload is rejected)
@@ -600,16 +608,24 @@ class Worker(Generic[T]):
                     if inspect.isawaitable(result):
                         await result
             except Reject as exc:
+                if traced is not None:
+                    traced.fail(exc, f"rejected: {exc.reason}")
                 await self._reject(msg, exc.reason, None)
             except DecodeError as exc:
+                if traced is not None:
+                    traced.fail(exc)
                 if exc.seq == msg.seq and exc.subject == msg.subject:
                     await self._reject(msg, str(exc), None)
                 else:
                     await self._failed(msg, exc)
             except Exception as exc:
+                if traced is not None:
+                    traced.fail(exc)
                 await self._failed(msg, exc)
-            except BaseException:
+            except BaseException as exc:
                 # Cancelled (stop's grace ran out) or exiting: redeliver at once.
+                if traced is not None:
+                    traced.fail(exc)
                 self._release(msg)
                 raise
             else:
@@ -621,6 +637,9 @@ class Worker(Generic[T]):
                 self.handled += 1
             finally:
                 current[slot] = None
+                if traced is not None:
+                    traced.end()
+                    traced = None
 
     def _route(self, subject: str) -> Optional[_Route]:
         cache = self._route_cache
