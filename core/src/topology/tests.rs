@@ -915,3 +915,38 @@ fn ack_wait_next_to_backoff_must_be_its_first_step() {
         "the server replaces ack_wait with the first backoff step (1s)",
     );
 }
+
+#[test]
+fn check_thresholds_are_settings_kept_in_a_normal_form() {
+    let base = "streams:\n  S:\n    subjects: [s.>]\n    consumers:\n      c:\n";
+    let t = yaml(&format!(
+        "{base}        lag_warn: 100\n        lag_crit: \"1000\"\n        inactive_warn: 300s\n        inactive_crit: 1h30m\n"
+    ))
+    .unwrap();
+    let meta = &t.streams()[0].consumers[0].config["metadata"];
+    assert_eq!(meta["natsbus.lag_warn"], json!("100"));
+    assert_eq!(meta["natsbus.lag_crit"], json!("1000"));
+    // 300s and 5m are one value: plan compares the shortest form.
+    assert_eq!(meta["natsbus.inactive_warn"], json!("5m"));
+    assert_eq!(meta["natsbus.inactive_crit"], json!("1h30m"));
+    let p = problems(&format!("{base}        lag_warn: -5\n"));
+    has(&p, "streams.S.consumers.c.lag_warn", "whole number");
+    let p = problems(&format!("{base}        inactive_crit: soon\n"));
+    has(&p, "streams.S.consumers.c.inactive_crit", "not a duration");
+    let p = problems(&format!(
+        "{base}        ack_pending_warn: 500\n        ack_pending_crit: 50\n"
+    ));
+    has(
+        &p,
+        "streams.S.consumers.c.ack_pending_warn",
+        "ack_pending_warn 500 is above ack_pending_crit 50",
+    );
+    let p = problems(&format!(
+        "{base}        inactive_warn: 2h\n        inactive_crit: 1h\n"
+    ));
+    has(
+        &p,
+        "streams.S.consumers.c.inactive_warn",
+        "the warning must come first",
+    );
+}
