@@ -68,7 +68,8 @@ impl Deliver for CorePubAck {
 }
 
 /// A snapshot of the connection's health.
-#[pyclass(frozen, get_all, module = "natsbus")]
+#[pyclass(frozen, get_all, skip_from_py_object, module = "natsbus")]
+#[derive(Clone)]
 pub struct Health {
     /// Whether the client is connected right now.
     connected: bool,
@@ -90,6 +91,10 @@ pub struct Health {
     storage: Option<u64>,
     /// Why a part could not be read, if anything failed.
     error: Option<String>,
+    /// What is wrong with the declared topology (a stream or consumer
+    /// missing, a replicated stream without a leader or with a replica
+    /// offline or behind), one line each; empty when all is well.
+    problems: Vec<String>,
 }
 
 impl From<CoreHealth> for Health {
@@ -105,20 +110,29 @@ impl From<CoreHealth> for Health {
             memory: h.memory,
             storage: h.storage,
             error: h.error,
+            problems: Vec::new(),
         }
     }
 }
 
 #[pymethods]
 impl Health {
-    /// True when connected and JetStream answers: ready to work.
+    /// True when connected, JetStream answers and nothing is wrong with the
+    /// declared topology (`problems` is empty): ready to work.
     #[getter]
     fn ok(&self) -> bool {
-        self.connected && self.jetstream
+        self.connected && self.jetstream && self.problems.is_empty()
+    }
+    /// This snapshot with `problems` added to its own.
+    fn with_problems(&self, problems: Vec<String>) -> Health {
+        let mut h = self.clone();
+        h.problems.extend(problems);
+        h
     }
     /// Everything as a dict (for JSON health endpoints).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
+        d.set_item("ok", self.ok())?;
         d.set_item("connected", self.connected)?;
         d.set_item("server_version", &self.server_version)?;
         d.set_item("server_name", &self.server_name)?;
@@ -129,17 +143,20 @@ impl Health {
         d.set_item("memory", self.memory)?;
         d.set_item("storage", self.storage)?;
         d.set_item("error", self.error.as_deref())?;
+        d.set_item("problems", self.problems.clone())?;
         Ok(d)
     }
     fn __repr__(&self) -> String {
         format!(
-            "Health(connected={}, server_version={:?}, rtt={}, jetstream={}, streams={}, consumers={})",
+            "Health(ok={}, connected={}, server_version={:?}, rtt={}, jetstream={}, streams={}, consumers={}, problems={:?})",
+            py_bool(self.ok()),
             py_bool(self.connected),
             self.server_version,
             self.rtt.map(|r| format!("{r:.6}")).unwrap_or_else(|| "None".into()),
             py_bool(self.jetstream),
             self.streams.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
             self.consumers.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
+            self.problems,
         )
     }
 }

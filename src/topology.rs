@@ -179,13 +179,22 @@ pub fn status_value(live: &core::LiveState, only: &[String]) -> serde_json::Valu
                 .consumers
                 .iter()
                 .map(|c| {
+                    let cfg = c.info.get("config").cloned().unwrap_or_default();
+                    let ack_floor = c.info.get("ack_floor").cloned().unwrap_or_default();
                     json!({
                         "name": c.name,
                         "num_pending": num(&c.info, "num_pending"),
                         "num_ack_pending": num(&c.info, "num_ack_pending"),
                         "num_redelivered": num(&c.info, "num_redelivered"),
                         "num_waiting": num(&c.info, "num_waiting"),
-                        "pull": c.info.get("config").and_then(|cfg| cfg.get("deliver_subject")).is_none(),
+                        "pull": cfg.get("deliver_subject").is_none(),
+                        "max_ack_pending": num(&cfg, "max_ack_pending"),
+                        "ack_floor": num(&ack_floor, "stream_seq"),
+                        "delivered": c.info.get("delivered").map(|d| num(d, "stream_seq")).unwrap_or(Value::Null),
+                        "last_active": last_active(&c.info),
+                        "replicas": c.info.get("cluster").map(replica_count).unwrap_or(Value::Null),
+                        "leader": c.info.get("cluster").map(|cl| num(cl, "leader")).unwrap_or(Value::Null),
+                        "metadata": num(&cfg, "metadata"),
                     })
                 })
                 .collect();
@@ -198,11 +207,65 @@ pub fn status_value(live: &core::LiveState, only: &[String]) -> serde_json::Valu
                 "bytes": num(&state, "bytes"),
                 "first_seq": num(&state, "first_seq"),
                 "last_seq": num(&state, "last_seq"),
+                "num_replicas": num(&config, "num_replicas"),
+                "leader": s.info.get("cluster").map(|cl| num(cl, "leader")).unwrap_or(Value::Null),
+                "replicas": s.info.get("cluster").map(replica_list).unwrap_or(Value::Array(Vec::new())),
                 "consumers": consumers,
             })
         })
         .collect();
     json!({"server_version": live.server_version, "streams": streams})
+}
+
+/// The later of a consumer's last delivery and last ack (RFC 3339 text),
+/// or null when it never did either.
+fn last_active(info: &serde_json::Value) -> serde_json::Value {
+    let at = |k: &str| {
+        info.get(k)
+            .and_then(|v| v.get("last_active"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    // RFC 3339 with the same offset sorts as text; the server writes UTC.
+    match (at("delivered"), at("ack_floor")) {
+        (Some(a), Some(b)) => serde_json::Value::String(a.max(b)),
+        (Some(a), None) | (None, Some(a)) => serde_json::Value::String(a),
+        (None, None) => serde_json::Value::Null,
+    }
+}
+
+/// The other peers of a clustered stream: name, current, offline, lag,
+/// active (seconds since last heard from, as the server counts it in ns).
+fn replica_list(cluster: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let peers = cluster
+        .get("replicas")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Value::Array(
+        peers
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.get("name").cloned().unwrap_or(Value::Null),
+                    "current": p.get("current").and_then(Value::as_bool).unwrap_or(false),
+                    "offline": p.get("offline").and_then(Value::as_bool).unwrap_or(false),
+                    "lag": p.get("lag").cloned().unwrap_or(json!(0)),
+                    "active": p.get("active").and_then(Value::as_f64).map(|ns| ns / 1e9),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// How many peers a clustered consumer has (leader included).
+fn replica_count(cluster: &serde_json::Value) -> serde_json::Value {
+    let others = cluster
+        .get("replicas")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    serde_json::Value::from(others + 1)
 }
 
 /// Names given as a list of str (or None for all).
