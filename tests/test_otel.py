@@ -323,6 +323,7 @@ async def test_span_helper_for_consume_and_replay(
 _PROPAGATE_ONLY = """
 import asyncio, sys
 import natsbus
+import opentelemetry.trace  # the application uses the API (instrumented code), but no SDK
 
 async def main(url, stream, p):
     async with natsbus.connect(url) as bus:
@@ -401,9 +402,34 @@ async def test_natsbus_works_without_opentelemetry(
     assert out.stdout.strip() == "ok"
 
 
-def test_opentelemetry_is_imported_on_first_use_only() -> None:
-    code = "import sys, natsbus; print(any(m.startswith('opentelemetry.') for m in sys.modules))"
+_UNUSED = """
+import asyncio, sys
+import natsbus
+
+async def main(url, stream, p):
+    async with natsbus.connect(url) as bus:
+        await bus.publish(p + ".task", {}, headers={"traceparent": sys.argv[4]})
+        async with bus.worker(stream, "w", lambda m: None) as w:
+            while w.handled < 1:
+                await asyncio.sleep(0.02)
+        async with await bus.serve(p + "svc", lambda m: None):
+            await bus.request(p + "svc")
+    print(sorted(m for m in sys.modules if m.startswith("opentelemetry.")))
+
+asyncio.run(main(*sys.argv[1:4]))
+"""
+
+
+async def test_opentelemetry_is_not_imported_unless_the_application_uses_it(
+    nats_url: str, make_stream: StreamFactory
+) -> None:
+    stream, p = await make_stream("w")
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _UNUSED, nats_url, stream, p, incoming],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"

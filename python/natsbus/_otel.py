@@ -9,9 +9,11 @@ attributes. ``natsbus.otel.span(msg)`` does the same for messages taken from
 ``consume()``, ``replay()`` or ``subscribe()``.
 
 The cost model: whether OpenTelemetry is importable is looked up once, at
-import, without importing it (``ENABLED``); it is imported on first use, so a
-process that never traces does not pay for its import. Without it, each hot
-path pays one attribute check. With it but no active span, a publish pays one
+import, without importing it (``ENABLED``). natsbus imports it only once the
+application has (``opentelemetry.context`` is in ``sys.modules``: an SDK set
+up, a span started, an instrumentation loaded); before that nothing can be
+traced, so nothing is done. Without it installed, each hot path pays one
+attribute check. With it but no active span, a publish pays one
 ``get_current_span()``; a worker or a service looks for the propagator's
 header names in the message's headers and, when none is there and no SDK
 tracer provider is set (nothing would record a root span), does nothing more.
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional
@@ -95,9 +98,18 @@ def _load() -> bool:
     return True
 
 
+def _in_use() -> bool:
+    """Whether the application uses OpenTelemetry: imported (by its SDK set-up, its own
+    spans or an instrumentation), then loaded here too. Until then no span can be
+    active and no provider set, so natsbus neither imports it nor does anything."""
+    if "opentelemetry.context" not in sys.modules:
+        return False
+    return _load()
+
+
 def active() -> bool:
     """True when a valid span is current (a publish then carries its context)."""
-    if _api is None and not _load():
+    if _api is None and not _in_use():
         return False
     return bool(_current_span().get_span_context().is_valid)
 
@@ -371,7 +383,7 @@ def _start_safely(
 def process(msg: Message[Any], stream: str) -> Optional[Processing]:
     """A worker's CONSUMER span ``process <stream>`` for ``msg``, made current; None when
     the message carries no trace context and no SDK would record a span."""
-    if _api is None and not _load():
+    if _api is None and not _in_use():
         return None
     headers = msg.headers
     if not _carries_context(headers) and not _recording():
@@ -382,7 +394,7 @@ def process(msg: Message[Any], stream: str) -> Optional[Processing]:
 def serve(msg: Message[Any], subject: str) -> Optional[Processing]:
     """A service's SERVER span ``process <subject>`` for a request, made current (or None,
     as for ``process``)."""
-    if _api is None and not _load():
+    if _api is None and not _in_use():
         return None
     headers = msg.headers
     if not _carries_context(headers) and not _recording():
