@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTypeInfo;
 
+use natsbus_core::client::events::ConnEvent;
 use natsbus_core::client::health::Health as CoreHealth;
 use natsbus_core::client::read::ordered::{Replay, ReplayOptions, Start};
 use natsbus_core::client::read::pull::{PullOptions, DEFAULT_MAX_BYTES};
@@ -158,6 +159,8 @@ pub struct Bus {
     direct: std::sync::Mutex<Option<Py<PublishConn>>>,
     /// The task of `natsbus._publish_conn` that keeps it open.
     direct_task: std::sync::Mutex<Option<Py<PyAny>>>,
+    /// The connection's events since connecting, for `next_event()`.
+    events: Arc<tokio::sync::Mutex<tokio::sync::broadcast::Receiver<ConnEvent>>>,
 }
 
 impl Bus {
@@ -643,11 +646,59 @@ impl Bus {
         })
     }
 
-    /// Use `topology` for `ensure_streams()`/`plan()`/`verify()` without arguments.
-    fn set_topology(&self, topology: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Use `topology` for `ensure_streams()`/`plan()`/`verify()` without
+    /// arguments, and (`heal`) re-create its streams and consumers when the
+    /// server loses them.
+    #[pyo3(signature = (topology, *, heal=true))]
+    fn set_topology(&self, topology: &Bound<'_, PyAny>, heal: bool) -> PyResult<()> {
         let t = crate::topology::resolve(topology)?;
+        self.conn().heal.set(Some(t.clone()), heal);
         *self.topology.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
         Ok(())
+    }
+
+    /// Whether this bus re-creates its topology's streams and consumers.
+    #[getter]
+    fn heals(&self) -> bool {
+        self.conn().heal.enabled()
+    }
+
+    /// The next connection event as `(kind, message, time, server)`:
+    /// `server` names the server connected to when it was read.
+    fn next_event(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.check_open(py)?;
+        let events = self.events.clone();
+        let client = self.client().clone();
+        self.completer.spawn(py, async move {
+            let received = events.lock().await.recv().await;
+            let event = match received {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => ConnEvent {
+                    kind: "lagged",
+                    message: format!(
+                        "{n} connection events were missed: they came faster than they were read"
+                    ),
+                    time: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(Error::closed())
+                }
+            };
+            let info = client.server_info();
+            let server = if info.server_name.is_empty() {
+                format!("{}:{}", info.host, info.port)
+            } else {
+                format!("{} ({}:{})", info.server_name, info.host, info.port)
+            };
+            Ok(WithPy(move |py: Python<'_>| {
+                Ok((event.kind, event.message, event.time, server)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind())
+            }))
+        })
     }
 
     /// The topology given to `connect(topology=...)`, if any.
@@ -684,18 +735,24 @@ impl Bus {
     /// topology. Idempotent; never deletes; refuses blocked changes (and,
     /// unless `allow_destructive`, changes that can lose data) with
     /// `ApplyError` before changing anything. Returns the executed plan.
-    #[pyo3(signature = (topology=None, *, allow_destructive=false))]
+    /// With `create_only`, only what is missing is created: nothing is
+    /// updated and nothing refused; the plan still lists what differs.
+    #[pyo3(signature = (topology=None, *, allow_destructive=false, create_only=false))]
     fn ensure_streams(
         &self,
         py: Python<'_>,
         topology: Option<&Bound<'_, PyAny>>,
         allow_destructive: bool,
+        create_only: bool,
     ) -> PyResult<Py<PyAny>> {
         self.check_open(py)?;
         let t = self.topology_arg(py, topology)?;
         let js = self.conn().js.clone();
         self.completer.spawn(py, async move {
-            let opts = natsbus_core::topology::ApplyOptions { allow_destructive };
+            let opts = natsbus_core::topology::ApplyOptions {
+                allow_destructive,
+                create_only,
+            };
             let plan = natsbus_core::topology::apply(&js, &t, &opts).await?;
             Ok(crate::topology::PlanOut(
                 plan,
@@ -1179,6 +1236,7 @@ pub fn connect(
     let config = Arc::new(config);
     completer.spawn(py, async move {
         let conn = client::connect(&config).await?;
+        let events = Arc::new(tokio::sync::Mutex::new(conn.events.listen()));
         let acker = natsbus_core::client::Acker::start(conn.client.clone());
         let publisher = Publisher::new(&conn);
         let servers = config.display_servers();
@@ -1203,6 +1261,7 @@ pub fn connect(
                 config,
                 direct: std::sync::Mutex::new(None),
                 direct_task: std::sync::Mutex::new(None),
+                events,
             };
             Ok(Py::new(py, bus)?.into_any())
         }))

@@ -284,6 +284,7 @@ async fn storage_change_is_blocked_and_data_untouched() {
             &changed,
             &ApplyOptions {
                 allow_destructive: allow,
+                ..ApplyOptions::default()
             },
         )
         .await
@@ -393,6 +394,7 @@ async fn lowered_limit_needs_allow_destructive() {
         &lowered,
         &ApplyOptions {
             allow_destructive: true,
+            ..ApplyOptions::default()
         },
     )
     .await

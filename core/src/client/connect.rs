@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::client::events::ConnEvents;
+use crate::client::heal::Heal;
 use crate::client::jsapi::JetStream;
 use crate::client::redact_url;
 use crate::error::{Error, ErrorKind, Result};
@@ -215,6 +216,8 @@ pub struct Connected {
     pub reconnects: Reconnects,
     pub events: std::sync::Arc<ConnEvents>,
     pub js: JetStream,
+    /// The declared topology this connection re-creates when it goes missing.
+    pub heal: std::sync::Arc<Heal>,
 }
 
 /// Connect, authenticate, and return the client. Fails with `Auth` when the
@@ -244,12 +247,43 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
         let tx = connects_tx.clone();
         let events = events_in_cb.clone();
         async move {
+            use async_nats::Event;
             match event {
-                async_nats::Event::Connected => tx.send_modify(|n| *n += 1),
-                async_nats::Event::ServerError(async_nats::ServerError::Other(text)) => {
-                    events.server_error(&text);
+                Event::Connected => {
+                    tx.send_modify(|n| *n += 1);
+                    if *tx.borrow() > 1 {
+                        events.emit("reconnected", "reconnected");
+                    }
                 }
-                _ => {}
+                Event::Disconnected => {
+                    events.emit(
+                        "disconnected",
+                        "lost the connection; reconnecting (publishes and acks wait for it)",
+                    );
+                }
+                Event::LameDuckMode => events.emit(
+                    "lame_duck",
+                    "the server entered lame duck mode (it is shutting down); \
+                     the client moves to another server",
+                ),
+                Event::SlowConsumer(sid) => events.emit(
+                    "slow_consumer",
+                    format!(
+                        "slow consumer: messages for subscription {sid} were dropped because \
+                         it was not read fast enough"
+                    ),
+                ),
+                Event::ServerError(e) => {
+                    if let async_nats::ServerError::Other(text) = &e {
+                        events.server_error(text);
+                    }
+                    events.emit("server_error", format!("server error: {e}"));
+                }
+                Event::ClientError(e) => {
+                    events.emit("client_error", format!("client error: {e}"));
+                }
+                Event::Closed => events.emit("closed", "the connection is closed"),
+                Event::Draining => {}
             }
         }
     });
@@ -301,12 +335,18 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
     let shown = config.display_servers();
     let timeout = config.connect_timeout;
     match tokio::time::timeout(timeout, opts.connect(servers)).await {
-        Ok(Ok(client)) => Ok(Connected {
-            js: JetStream::new(client.clone(), events.clone(), config.domain.as_deref()),
-            client,
-            reconnects: connects_rx,
-            events,
-        }),
+        Ok(Ok(client)) => {
+            let js = JetStream::new(client.clone(), events.clone(), config.domain.as_deref());
+            let heal = Heal::new(js.clone(), events.clone());
+            Heal::after_reconnects(&heal, connects_rx.clone());
+            Ok(Connected {
+                js,
+                client,
+                reconnects: connects_rx,
+                events,
+                heal,
+            })
+        }
         Ok(Err(e)) => Err(connect_error(&shown, e)),
         Err(_) => Err(Error::new(
             ErrorKind::Connect,

@@ -7,6 +7,10 @@
 //! callback, so a request to a denied subject would otherwise wait out its
 //! whole timeout. [`ConnEvents`] broadcasts every violation; an operation
 //! watches for one naming its own subject and fails at once with `Auth`.
+//!
+//! [`ConnEvents`] also carries what an operator wants to hear about the
+//! connection ([`ConnEvent`]: lost, back, lame duck, slow consumer, server
+//! errors, heals), which the Python layer logs and hands to callbacks.
 
 use std::sync::{Arc, Mutex};
 
@@ -86,9 +90,25 @@ impl Violation {
     }
 }
 
+/// Something that happened to a connection, for logs and callbacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnEvent {
+    /// `disconnected`, `reconnected`, `lame_duck`, `slow_consumer`,
+    /// `server_error`, `client_error`, `closed`, `healed`, `heal_failed`.
+    pub kind: &'static str,
+    /// One line for a person, never holding a secret.
+    pub message: String,
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+}
+
+/// How many events a listener that falls behind may miss.
+const EVENT_BACKLOG: usize = 1024;
+
 /// The events of one connection, shared by everything that uses it.
 pub struct ConnEvents {
     violations: broadcast::Sender<Arc<Violation>>,
+    log: broadcast::Sender<ConnEvent>,
     /// Where this connection's inboxes live (`_INBOX` unless configured).
     inbox_prefix: String,
     /// Set for good once the server refused this user its own inbox (a
@@ -110,8 +130,10 @@ impl ConnEvents {
 
     fn with_inbox_prefix(prefix: &str) -> ConnEvents {
         let (violations, _) = broadcast::channel(256);
+        let (log, _) = broadcast::channel(EVENT_BACKLOG);
         ConnEvents {
             violations,
+            log,
             inbox_prefix: prefix.to_string(),
             inbox_denied: Mutex::new(None),
         }
@@ -120,6 +142,23 @@ impl ConnEvents {
     /// Events of a connection whose inboxes start with `prefix`.
     pub fn for_inbox(prefix: &str) -> Arc<ConnEvents> {
         Arc::new(ConnEvents::with_inbox_prefix(prefix))
+    }
+
+    /// Tell the listeners `kind` happened.
+    pub fn emit(&self, kind: &'static str, message: impl Into<String>) {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let _ = self.log.send(ConnEvent {
+            kind,
+            message: message.into(),
+            time,
+        });
+    }
+
+    /// Listen to the events from now on.
+    pub fn listen(&self) -> broadcast::Receiver<ConnEvent> {
+        self.log.subscribe()
     }
 
     /// Whether `subject` is one of this connection's inboxes.

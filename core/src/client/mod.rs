@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod consume;
 pub mod events;
+pub mod heal;
 pub mod health;
 pub mod jsapi;
 pub mod publish;

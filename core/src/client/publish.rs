@@ -284,6 +284,7 @@ struct Sent {
 pub struct Publisher {
     js: async_nats::jetstream::Context,
     api: JetStream,
+    heal: Arc<crate::client::heal::Heal>,
     captured: Arc<Mutex<HashMap<String, (Instant, String)>>>,
 }
 
@@ -298,6 +299,7 @@ impl Publisher {
         Publisher {
             js,
             api: conn.js.clone(),
+            heal: conn.heal.clone(),
             captured: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -384,8 +386,28 @@ impl Publisher {
         mut attempts: u32,
     ) -> Result<PubAck> {
         let mut pause = FIRST_RETRY;
+        let mut healed = false;
         loop {
+            let seen = self.heal.generation();
             let stream = match self.capture(&msg.subject, deadline).await {
+                // A declared stream the server lost: re-create it, once,
+                // and send again.
+                Capture::Nothing if !healed && self.heal.declares_subject(&msg.subject) => {
+                    healed = true;
+                    let why = format!("a publish to {:?} found no stream", msg.subject);
+                    if self.heal.heal(&why, seen).await.is_ok() {
+                        attempts += 1;
+                        let answer = match self.send(msg).await {
+                            Ok(fut) => self.settle(&msg.subject, fut, deadline).await,
+                            Err(e) => Err(e),
+                        };
+                        match answer {
+                            Err(e) if e.kind == ErrorKind::NoStream => continue,
+                            other => return other,
+                        }
+                    }
+                    continue;
+                }
                 Capture::Nothing => return Err(no_stream_error(&msg.subject)),
                 Capture::Stream(s) => Some(s),
                 Capture::Unknown => None,

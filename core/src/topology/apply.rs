@@ -26,6 +26,22 @@ const RACE_RETRIES: usize = 5;
 pub struct ApplyOptions {
     /// Apply changes that can lose messages (lowered limits, retention switches...).
     pub allow_destructive: bool,
+    /// Only create what is missing: never update, never refuse. The plan
+    /// returned still lists the differences that were left alone (an older
+    /// deployment starting next to a newer topology must neither fail nor
+    /// rewrite what the newer one declared).
+    pub create_only: bool,
+}
+
+impl ApplyOptions {
+    /// Whether a change of this kind is carried out.
+    fn executes(&self, action: Action) -> bool {
+        match action {
+            Action::Create => true,
+            Action::Update | Action::Destructive => !self.create_only,
+            _ => false,
+        }
+    }
 }
 
 async fn api(js: &JetStream, subject: &str, body: &Value) -> Result<Value> {
@@ -162,7 +178,14 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
     };
     let live = fetch_live(js).await?;
     let mut plan = plan(topology, &live, &plan_opts);
-    if let Some(e) = refusal(&plan, opts.allow_destructive) {
+    let refuse = |plan: &Plan| {
+        if opts.create_only {
+            None
+        } else {
+            refusal(plan, opts.allow_destructive)
+        }
+    };
+    if let Some(e) = refuse(&plan) {
         return Err(e);
     }
     let version = live.version();
@@ -180,10 +203,7 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
     });
     for i in order {
         let change = plan.changes[i].clone();
-        if !matches!(
-            change.action,
-            Action::Create | Action::Update | Action::Destructive
-        ) {
+        if !opts.executes(change.action) {
             continue;
         }
         let Some(spec) = topology.stream(&change.stream) else {
@@ -215,13 +235,10 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
                             *slot = c;
                         }
                     }
-                    if let Some(e) = refusal(&plan, opts.allow_destructive) {
+                    if let Some(e) = refuse(&plan) {
                         return Err(e);
                     }
-                    if !matches!(
-                        replanned.action,
-                        Action::Create | Action::Update | Action::Destructive
-                    ) {
+                    if !opts.executes(replanned.action) {
                         break;
                     }
                     current = replanned;
@@ -238,15 +255,24 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
         let Some(consumer) = change.consumer.as_deref() else {
             continue;
         };
-        if !matches!(
-            change.action,
-            Action::Create | Action::Update | Action::Destructive
-        ) {
+        if !opts.executes(change.action) {
             continue;
         }
         let Some(body) = &change.body else { continue };
         let subject = format!("CONSUMER.CREATE.{}.{consumer}", change.stream);
-        if let Err(e) = api(js, &subject, body).await {
+        let mut body = body.clone();
+        if opts.create_only {
+            // Create, never update: a consumer someone else created since
+            // the plan was read stays as they made it.
+            if let Some(b) = body.as_object_mut() {
+                b.insert("action".into(), json!("create"));
+            }
+        }
+        if let Err(e) = api(js, &subject, &body).await {
+            // 10148: it exists now with another config (create-only).
+            if opts.create_only && err_code(&e) == Some(10148) {
+                continue;
+            }
             let what = format!(
                 "{} consumer {} > {consumer}",
                 change.action.as_str(),

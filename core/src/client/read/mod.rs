@@ -53,7 +53,21 @@ pub async fn open_durable(
     durable: &str,
     opts: pull::PullOptions,
 ) -> Result<Arc<dyn Reader>> {
-    let info = conn.js.consumer_info(stream, durable).await?;
+    let seen = conn.heal.generation();
+    let info = match conn.js.consumer_info(stream, durable).await {
+        // Declared, and the server lost it: re-create it and go on.
+        Err(e)
+            if matches!(
+                e.kind,
+                crate::error::ErrorKind::StreamNotFound | crate::error::ErrorKind::ConsumerNotFound
+            ) && conn.heal.declares(stream, Some(durable)) =>
+        {
+            let why = format!("consumer {stream} > {durable} was gone");
+            conn.heal.heal(&why, seen).await?;
+            conn.js.consumer_info(stream, durable).await?
+        }
+        other => other?,
+    };
     let config = info.get("config").cloned().unwrap_or_default();
     if push::deliver_subject(&config).is_some() {
         let reader = push::PushConsumer::start(conn, acker, stream, durable, &info).await?;
@@ -175,4 +189,34 @@ pub async fn release_the_rest(
 pub async fn settle(acker: &Acker, conn: &Connected) {
     acker.flush().await;
     let _ = round_trip(&conn.client, &conn.events, pull::SETTLE_TIMEOUT).await;
+}
+
+/// `Some(error)` when the consumer or its stream is gone for good: gone,
+/// and not declared by a topology this connection heals (a declared one is
+/// re-created, and the reader carries on).
+pub async fn consumer_gone(
+    conn: &crate::client::Connected,
+    stream: &str,
+    durable: &str,
+) -> Option<crate::error::Error> {
+    use crate::error::ErrorKind;
+    let seen = conn.heal.generation();
+    match conn.js.consumer_info(stream, durable).await {
+        Err(e)
+            if matches!(
+                e.kind,
+                ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound
+            ) =>
+        {
+            if !conn.heal.declares(stream, Some(durable)) {
+                return Some(e);
+            }
+            // A failed heal (JetStream not ready yet after a restart) is
+            // tried again at the reader's next check.
+            let why = format!("consumer {stream} > {durable} was gone");
+            let _ = conn.heal.heal(&why, seen).await;
+            None
+        }
+        _ => None,
+    }
 }

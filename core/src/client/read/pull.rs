@@ -779,17 +779,13 @@ async fn after_end(
                 ));
             }
         }
-        AfterEnd::CheckConsumer => match conn.js.consumer_info(stream, durable).await {
-            Err(e)
-                if matches!(
-                    e.kind,
-                    ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound
-                ) =>
-            {
-                return Some(e)
+        AfterEnd::CheckConsumer => {
+            if let Some(e) = super::consumer_gone(conn, stream, durable).await {
+                return Some(e);
             }
-            _ => {}
-        },
+            // Healed or there all along: what was asked of it is gone.
+            state.on_reset();
+        }
     }
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(Duration::from_secs(2));

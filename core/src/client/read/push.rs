@@ -214,7 +214,7 @@ async fn pump(
                     // Another status (409 and the like) carries no message:
                     // go on while the consumer is still there.
                     Control::Status(..) => {
-                        if let Some(e) = check_consumer(&conn, &stream, &durable).await {
+                        if let Some(e) = super::consumer_gone(&conn, &stream, &durable).await {
                             inbox.fail(e);
                             break;
                         }
@@ -223,7 +223,7 @@ async fn pump(
             }
             _ = tokio::time::sleep_until(silent.unwrap_or_else(Instant::now)), if silent.is_some() => {
                 // Heartbeats stopped: is the consumer still there?
-                if let Some(e) = check_consumer(&conn, &stream, &durable).await {
+                if let Some(e) = super::consumer_gone(&conn, &stream, &durable).await {
                     inbox.fail(e);
                     break;
                 }
@@ -239,19 +239,4 @@ async fn pump(
         }
     }
     leftovers
-}
-
-/// `Some(error)` when the consumer or its stream is gone for good.
-async fn check_consumer(conn: &Connected, stream: &str, durable: &str) -> Option<Error> {
-    match conn.js.consumer_info(stream, durable).await {
-        Err(e)
-            if matches!(
-                e.kind,
-                ErrorKind::StreamNotFound | ErrorKind::ConsumerNotFound
-            ) =>
-        {
-            Some(e)
-        }
-        _ => None,
-    }
 }
