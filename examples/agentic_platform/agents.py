@@ -132,8 +132,8 @@ async def event_analytics(bus: natsbus.Bus) -> dict[str, float]:
 
 async def agent_main(url: Optional[str] = None) -> None:
     """The platform's agents: run until SIGTERM or SIGINT, then stop gracefully."""
-    async with natsbus.connect(url, name="agentic-platform", topology=TOPOLOGY) as bus:
-        await bus.ensure_streams()
+    async with natsbus.connect(url, name="agentic-platform", topology=TOPOLOGY, wait=30) as bus:
+        await bus.ensure_streams(create_only=True)
         await natsbus.run(*Platform().workers(bus))
 
 

@@ -244,8 +244,8 @@ def api_subscriber(seen: list[str]) -> EventSubscriber:
 
 async def agent_main(url: Optional[str] = None) -> None:
     """The API's messaging and the planner: serve until SIGTERM or SIGINT, then stop."""
-    async with natsbus.connect(url, name=SOURCE, topology=TOPOLOGY) as bus:
-        await bus.ensure_streams()  # onModuleInit
+    async with natsbus.connect(url, name=SOURCE, topology=TOPOLOGY, wait=30) as bus:
+        await bus.ensure_streams(create_only=True)  # onModuleInit
         planner = await bus.serve("rpc.planner.plan", plan, queue="planner")
         await natsbus.run(*api_subscriber([]).workers(bus), planner)
 
@@ -330,8 +330,8 @@ async def main(url: str) -> None:
 
     # The restarted API: the board comes back from its snapshot and replays what
     # came after it; the durable consumers resume, so only the two new events arrive.
-    async with natsbus.connect(url, name=SOURCE, topology=TOPOLOGY) as bus:
-        await bus.ensure_streams()
+    async with natsbus.connect(url, name=SOURCE, topology=TOPOLOGY, wait=30) as bus:
+        await bus.ensure_streams(create_only=True)
         board = StatusBoard(snapshot)
         replayed = await board.catch_up(bus)
         print(

@@ -93,8 +93,8 @@ def workers(bus: natsbus.Bus, indexer: Indexer, analytics: Analytics) -> list[na
 
 async def agent_main(url: Optional[str] = None) -> None:
     """The indexer and analytics services: run until SIGTERM or SIGINT, then stop gracefully."""
-    async with natsbus.connect(url, name="aivo-indexer", topology=TOPOLOGY) as bus:
-        await bus.ensure_streams()
+    async with natsbus.connect(url, name="aivo-indexer", topology=TOPOLOGY, wait=30) as bus:
+        await bus.ensure_streams(create_only=True)
         await natsbus.run(*workers(bus, Indexer(), Analytics()))
 
 

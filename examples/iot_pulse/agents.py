@@ -147,8 +147,8 @@ def workers(
 
 async def agent_main(url: Optional[str] = None) -> None:
     """The batch writer and route delivery: run until SIGTERM or SIGINT, then stop gracefully."""
-    async with natsbus.connect(url, name="pulse-workers", topology=TOPOLOGY) as bus:
-        await bus.ensure_streams()
+    async with natsbus.connect(url, name="pulse-workers", topology=TOPOLOGY, wait=30) as bus:
+        await bus.ensure_streams(create_only=True)
         await natsbus.run(*workers(bus, BatchWriter(), RouteDelivery()))
 
 

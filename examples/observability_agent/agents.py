@@ -182,8 +182,8 @@ AGENTS = ("orchestrator", "root_cause_agent", *SPECIALISTS)
 
 async def agent_main(name: str, url: Optional[str] = None) -> None:
     """Run one agent (as its own process) until SIGTERM or SIGINT, then stop gracefully."""
-    async with natsbus.connect(url, name=name, topology=TOPOLOGY) as bus:
-        await bus.ensure_streams()
+    async with natsbus.connect(url, name=name, topology=TOPOLOGY, wait=30) as bus:
+        await bus.ensure_streams(create_only=True)
         if name == "orchestrator":
             await natsbus.run(*Orchestrator(bus).workers())
         elif name == "root_cause_agent":
@@ -207,7 +207,7 @@ async def main(url: str) -> None:
                 agent_bus = await stack.enter_async_context(
                     natsbus.connect(url, name=name, topology=TOPOLOGY)
                 )
-                await agent_bus.ensure_streams()
+                await agent_bus.ensure_streams(create_only=True)
                 await stack.enter_async_context(specialist(agent_bus, name))
             rca_bus = await stack.enter_async_context(natsbus.connect(url, name="root_cause_agent"))
             rca = await rca_bus.serve(

@@ -21,6 +21,7 @@ from ._connect import TLS, Connecting, connect
 from ._consumer import Consumer, Service
 from ._dead_letters import DeadLetter
 from ._natsbus import (
+from ._events import Event
     Change,
     Health,
     Message,
@@ -99,3 +100,4 @@ __all__ = [
     "connect",
     "run",
 ]
+    "Event",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
 
@@ -11,6 +12,8 @@ from . import _otel
 from ._consumer import Consumer, Service, start_service
 from ._dead_letters import DeadLetter, list_dead_letters, redrive
 from ._readers import Replay, Subscription, replay_args
+from ._events import Event, EventCallback, EventPump
+from ._probes import Probes, start_probes
 from .errors import InvalidArgumentError, ServiceError
 
 if TYPE_CHECKING:
@@ -24,6 +27,36 @@ if TYPE_CHECKING:
 __all__ = ["Bus"]
 
 T = TypeVar("T")
+_topology_log = logging.getLogger("natsbus.topology")
+
+
+def _target(change: Any) -> str:
+    if change.consumer is None:
+        return f"stream {change.stream}"
+    return f"consumer {change.stream} > {change.consumer}"
+
+
+def _log_applied(plan: Plan, create_only: bool) -> None:
+    """Log what ``ensure_streams`` changed (INFO) and, create-only, what it left (WARNING)."""
+    done = ("create",) if create_only else ("create", "update", "destructive")
+    for change in plan.changes:
+        if change.action not in done:
+            continue
+        fields = ", ".join(change.diff) if change.action != "create" else ""
+        verb = {"create": "created", "update": "updated", "destructive": "updated (destructive)"}
+        detail = f": {fields}" if fields else ""
+        _topology_log.info("%s %s%s", verb[change.action], _target(change), detail)
+    if create_only:
+        left = [c for c in plan.changes if c.action in ("update", "destructive", "blocked")]
+        if left:
+            _topology_log.warning(
+                "create-only: left %d difference%s alone (the server keeps its config): %s",
+                len(left),
+                "" if len(left) == 1 else "s",
+                "; ".join(f"{_target(c)} ({', '.join(c.diff) or c.action})" for c in left),
+            )
+
+
 
 
 class Bus:
@@ -37,11 +70,12 @@ class Bus:
     created on the loop that connected the bus.
     """
 
-    __slots__ = ("__weakref__", "_core")
+    __slots__ = ("__weakref__", "_core", "_events")
 
     def __init__(self, core: BusCore) -> None:
         self._core = core
 
+        self._events: Optional[EventPump] = None
     # -- publishing ----------------------------------------------------------------------------
 
     def publish(
@@ -485,20 +519,43 @@ class Bus:
         return self._core.topology
 
     def plan(
+    @property
+    def heals(self) -> bool:
+        """True when the bus re-creates its topology's streams and consumers that the
+        server loses (``connect(topology=..., heal=True)``, the default)."""
+        return self._core.heals
+
         self, topology: Optional[_TopologyArg] = None, *, allow_destructive: bool = False
     ) -> Awaitable[Plan]:
         """What applying ``topology`` (default: the bus's) would do. Changes nothing."""
         return self._core.plan(topology, allow_destructive=allow_destructive)
 
-    def ensure_streams(
-        self, topology: Optional[_TopologyArg] = None, *, allow_destructive: bool = False
-    ) -> Awaitable[Plan]:
+    async def ensure_streams(
+        self,
+        topology: Optional[_TopologyArg] = None,
+        *,
+        allow_destructive: bool = False,
+        create_only: bool = False,
+    ) -> Plan:
         """Create and update streams and consumers to match ``topology``; never deletes.
 
         A blocked change, or a destructive one without ``allow_destructive``,
-        raises ``ApplyError`` before anything is changed. Returns the executed plan.
+        raises ``ApplyError`` before anything is changed. Returns the executed
+        plan; what it created and updated is logged at INFO (logger
+        ``natsbus.topology``).
+
+        ``create_only=True`` (for agents starting during a rollout): create
+        what is missing and nothing else. Nothing is updated and nothing
+        refused; the differences left alone stay in the returned plan (as
+        ``update``/``destructive``/``blocked`` changes) and are logged as one
+        WARNING, so an old pod neither crash-loops nor rewrites the newer
+        config.
         """
-        return self._core.ensure_streams(topology, allow_destructive=allow_destructive)
+        plan = await self._core.ensure_streams(
+            topology, allow_destructive=allow_destructive, create_only=create_only
+        )
+        _log_applied(plan, create_only)
+        return plan
 
     def verify(self, topology: Optional[_TopologyArg] = None) -> Awaitable[Plan]:
         """Raise ``DriftError`` (with ``.plan``) unless the server matches ``topology``."""
@@ -571,3 +628,23 @@ class Bus:
 
     def __repr__(self) -> str:
         return repr(self._core)
+    def events(self) -> AsyncIterator[Event]:
+        """The connection's events from now on, until the bus closes.
+
+        ``async for event in bus.events(): ...`` sees every ``Event`` (lost
+        and regained connection, lame duck mode, slow consumers, server
+        errors, heals) that is also logged under ``natsbus.``. For a
+        callback instead, pass ``connect(on_event=...)``.
+        """
+        if self._events is None:
+            raise InvalidArgumentError(
+                "this bus reports no events (it was not made by natsbus.connect)"
+            )
+        return self._events.stream()
+
+    def _start_events(self, on_event: Optional[EventCallback]) -> None:
+        self._events = EventPump(self._core, on_event)
+        self._events.start()
+
+        if self._events is not None:
+            self._events.stop()

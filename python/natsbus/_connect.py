@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from . import _natsbus, errors
 from ._bus import Bus
+from ._events import EventCallback
+
+log = logging.getLogger("natsbus.connection")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -42,6 +48,19 @@ def _servers(servers: Union[str, Sequence[str], None]) -> list[str]:
     return out
 
 
+def _redacted(servers: list[str]) -> list[str]:
+    """Server URLs with any password or token hidden."""
+    out = []
+    for s in servers:
+        scheme, sep, rest = s.rpartition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if at:
+            user = userinfo.split(":", 1)[0] + ":***" if ":" in userinfo else "***"
+            rest = f"{user}@{host}"
+        out.append(f"{scheme}{sep}{rest}")
+    return out
+
+
 def _path(p: Optional[PathLike]) -> Optional[str]:
     return None if p is None else os.fspath(p)
 
@@ -50,15 +69,35 @@ class Connecting:
     """What ``natsbus.connect(...)`` returns: await it for a ``Bus``, or use it
     as ``async with natsbus.connect(...) as bus:`` to close the bus on exit."""
 
-    __slots__ = ("_bus", "_direct_publish", "_kwargs", "_servers", "_topology")
+    __slots__ = (
+        "_bus",
+        "_direct_publish",
+        "_heal",
+        "_kwargs",
+        "_on_event",
+        "_servers",
+        "_topology",
+        "_wait",
+    )
 
     def __init__(
-        self, servers: list[str], topology: Any, kwargs: dict[str, Any], direct_publish: bool = True
+        self,
+        servers: list[str],
+        topology: Any,
+        kwargs: dict[str, Any],
+        direct_publish: bool = True,
+        *,
+        wait: float = 0.0,
+        heal: bool = True,
+        on_event: Optional[EventCallback] = None,
     ) -> None:
         self._servers = servers
         self._topology = topology
         self._kwargs = kwargs
         self._direct_publish = direct_publish
+        self._wait = wait
+        self._heal = heal
+        self._on_event = on_event
         self._bus: Optional[Bus] = None
 
     async def _connect(self) -> Bus:
@@ -68,14 +107,57 @@ class Connecting:
 
             # Validate before connecting: a bad file fails fast and offline.
             topology = as_topology(self._topology)
-        bus = Bus(await _natsbus.connect(self._servers, **self._kwargs))
+        bus = Bus(await self._first_connection())
+        bus._start_events(self._on_event)
         if self._direct_publish:
             from . import _publish_conn
 
             await _publish_conn.start(bus)
         if topology is not None:
-            bus._core.set_topology(topology)
+            bus._core.set_topology(topology, heal=self._heal)
         return bus
+
+    async def _first_connection(self) -> Any:
+        """The core connection; with ``wait``, tried again until it answers or time is up.
+
+        Rejected credentials and bad arguments fail at once: waiting would
+        not fix them.
+        """
+        shown = ", ".join(_redacted(self._servers))
+        if self._wait <= 0:
+            return await _natsbus.connect(self._servers, **self._kwargs)
+        started = time.monotonic()
+        deadline = started + self._wait
+        pause = 0.1
+        attempts = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            kwargs = dict(self._kwargs)
+            kwargs["connect_timeout"] = max(0.1, min(self._kwargs["connect_timeout"], remaining))
+            attempts += 1
+            try:
+                core = await _natsbus.connect(self._servers, **kwargs)
+            except errors.AuthError:
+                raise
+            except errors.ConnectError as e:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.ConnectError(
+                        f"could not connect to {shown} within {self._wait:g}s (wait=; "
+                        f"{attempts} attempts): {e}"
+                    ) from e
+                if attempts == 1:
+                    log.warning("waiting up to %gs for NATS at %s: %s", self._wait, shown, e)
+                else:
+                    log.debug("still waiting for NATS at %s (%.0fs left): %s", shown, remaining, e)
+                await asyncio.sleep(min(pause, remaining))
+                pause = min(pause * 2, 2.0)
+                continue
+            if attempts > 1:
+                log.info(
+                    "connected to %s after %.1fs of waiting", shown, time.monotonic() - started
+                )
+            return core
 
     def __await__(self) -> Generator[Any, None, Bus]:
         return self._connect().__await__()
@@ -106,6 +188,9 @@ def connect(
     direct_publish: bool = True,
     inbox_prefix: Optional[str] = None,
     domain: Optional[str] = None,
+    wait: float = 0.0,
+    heal: bool = True,
+    on_event: Optional[EventCallback] = None,
 ) -> Connecting:
     """Connect to NATS.
 
@@ -128,6 +213,22 @@ def connect(
     (e.g. ``subscribe: "_INBOX_agent.>"``). ``domain``: the JetStream domain
     to manage and consume, e.g. a leafnode's from its hub (the API becomes
     ``$JS.<domain>.API``).
+
+    ``wait`` (seconds, default 0): keep trying the first connection this
+    long, for an agent that may start before NATS does. What it waits for is
+    logged (logger ``natsbus.connection``). A rejected credential never
+    waits.
+
+    ``heal`` (default on, used only with a ``topology``): when the server
+    loses a declared stream or consumer (a restart with memory storage, a
+    wiped data directory), the bus re-creates it, create-only, and its
+    publishes, consumers and workers carry on; each heal is logged at
+    WARNING (logger ``natsbus.heal``). ``heal=False`` turns that off.
+
+    ``on_event``: a function or coroutine function called with each
+    ``natsbus.Event`` (the connection lost and back, lame duck mode, slow
+    consumers, server errors, heals); they are also logged under
+    ``natsbus.connection`` and readable as ``async for e in bus.events()``.
 
     A rejected credential raises ``AuthError`` and an unreachable server
     ``ConnectError``, each within ``connect_timeout`` seconds. A subject or
@@ -170,4 +271,16 @@ def connect(
         )
     elif any(s.startswith("tls://") for s in server_list):
         kwargs["tls"] = True
-    return Connecting(server_list, topology, kwargs, direct_publish)
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0 or wait != wait:
+        raise errors.InvalidArgumentError(f"wait must be a number of seconds >= 0, got {wait!r}")
+    if on_event is not None and not callable(on_event):
+        raise errors.InvalidArgumentError(f"on_event must be callable, got {on_event!r}")
+    return Connecting(
+        server_list,
+        topology,
+        kwargs,
+        direct_publish,
+        wait=float(wait),
+        heal=bool(heal),
+        on_event=on_event,
+    )

@@ -82,7 +82,9 @@ async def cmd_apply(args: argparse.Namespace) -> int:
             raise CliError(f"{exc} (is the server up? --wait 30s waits for it)") from None
     try:
         try:
-            plan = await bus.ensure_streams(topo, allow_destructive=args.allow_destructive)
+            plan = await bus.ensure_streams(
+                topo, allow_destructive=args.allow_destructive, create_only=args.create_only
+            )
         except natsbus.ApplyError as exc:
             refused = exc.plan
             if args.json:

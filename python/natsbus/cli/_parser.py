@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topology", metavar="TOPOLOGY")
     json_flag(p, "the result")
     p.set_defaults(func=cmd_verify)
+    p.add_argument(
+        "--create-only",
+        action="store_true",
+        help="only create what is missing: never update, never refuse; differences left "
+        "alone are reported as a warning (for agents and init jobs during a rollout)",
+    )
 
     p = sub.add_parser(
         "status",
@@ -293,3 +299,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         eprint("interrupted")
         return EXIT_INTERRUPTED
+def _log_warnings_to_stderr() -> None:
+    """Show what the library warns about (a lost connection, what apply --create-only left
+    alone) as ``natsbus: warning: ...`` lines, like the command's own errors."""
+    import logging
+
+    logger = logging.getLogger("natsbus")
+    if logger.handlers:
+        return
+
+    class Lower(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"natsbus: {record.levelname.lower()}: {record.getMessage()}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Lower())
+    handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+    _log_warnings_to_stderr()
