@@ -413,3 +413,17 @@ async def test_the_readme_start_up_example_runs(capsys: pytest.CaptureFixture[st
         server.stop()
     out = capsys.readouterr().out.splitlines()
     assert out[-2:] == ["['stream TASKS', 'consumer TASKS/runner']", "TASKS 1"]
+
+
+async def test_lame_duck_mode_is_logged_as_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="natsbus")
+    config = 'lame_duck_duration: "30s"\nlame_duck_grace_period: "10s"\n'
+    with NatsServer(config=config) as server:
+        async with natsbus.connect(server.url, max_reconnects=1) as bus:
+            events = bus.events()
+            server.lame_duck()
+            e = await asyncio.wait_for(events.__anext__(), 10)
+            assert e.kind == "lame_duck"
+            assert f"127.0.0.1:{server.port}" in e.message
+    record = next(r for r in caplog.records if "lame duck mode" in r.getMessage())
+    assert (record.name, record.levelno) == ("natsbus.connection", logging.WARNING)
