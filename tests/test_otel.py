@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -433,3 +434,32 @@ async def test_opentelemetry_is_not_imported_unless_the_application_uses_it(
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_readme_tracing_example_runs(fresh_server: Any, tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("\n## Tracing (OpenTelemetry)\n", 1)[1]
+    script = tmp_path / "tracing_example.py"
+    script.write_text(section.split("```python\n", 1)[1].split("```", 1)[0])
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "NATS_URL": fresh_server.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[3] == "audited {'id': 7}"
+    spans = [line.split() for line in lines[:3] + lines[4:]]
+    ids = {" ".join(s[:-2]): (s[-2][len("span=") :], s[-1][len("parent=") :]) for s in spans}
+    assert list(ids) == [
+        "PRODUCER publish checkout.created",
+        "INTERNAL POST /orders",
+        "CONSUMER process CHECKOUT",
+    ]
+    publish, outer = ids["PRODUCER publish checkout.created"], ids["INTERNAL POST /orders"]
+    assert publish[1] == outer[0] and outer[1] == "-"
+    worker, audit = spans[2], spans[3]
+    assert worker[-1] == audit[-1] == f"parent={publish[0]}"
