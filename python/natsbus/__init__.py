@@ -17,11 +17,12 @@ See the README for the topology file, the CLI and the full API.
 from __future__ import annotations
 
 from ._bus import Bus
+from ._check import Check, CheckReport
 from ._connect import TLS, Connecting, connect
 from ._consumer import Consumer, Service
 from ._dead_letters import DeadLetter
-from ._natsbus import (
 from ._events import Event
+from ._natsbus import (
     Change,
     Health,
     Message,
@@ -31,6 +32,7 @@ from ._events import Event
     Topology,
     __version__,
 )
+from ._probes import Probes
 from ._readers import Replay, Subscription
 from ._worker import Reject, Worker, run
 from .errors import (
@@ -64,6 +66,8 @@ __all__ = [
     "BatchPublishError",
     "Bus",
     "Change",
+    "Check",
+    "CheckReport",
     "ClosedError",
     "ConnectError",
     "Connecting",
@@ -83,6 +87,7 @@ __all__ = [
     "NoRespondersError",
     "NoStreamError",
     "Plan",
+    "Probes",
     "Problem",
     "PubAck",
     "Reject",
@@ -96,8 +101,8 @@ __all__ = [
     "Topology",
     "TopologyError",
     "Worker",
+    "Event",
     "__version__",
     "connect",
     "run",
 ]
-    "Event",

@@ -9,11 +9,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, overload
 
 from . import _otel
+from ._check import CheckReport, Duration, health_with_topology, parse_options, run_check
 from ._consumer import Consumer, Service, start_service
 from ._dead_letters import DeadLetter, list_dead_letters, redrive
-from ._readers import Replay, Subscription, replay_args
 from ._events import Event, EventCallback, EventPump
 from ._probes import Probes, start_probes
+from ._readers import Replay, Subscription, replay_args
 from .errors import InvalidArgumentError, ServiceError
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Bus"]
 
-T = TypeVar("T")
 _topology_log = logging.getLogger("natsbus.topology")
 
 
@@ -57,6 +57,7 @@ def _log_applied(plan: Plan, create_only: bool) -> None:
             )
 
 
+T = TypeVar("T")
 
 
 class Bus:
@@ -74,8 +75,8 @@ class Bus:
 
     def __init__(self, core: BusCore) -> None:
         self._core = core
-
         self._events: Optional[EventPump] = None
+
     # -- publishing ----------------------------------------------------------------------------
 
     def publish(
@@ -518,13 +519,13 @@ class Bus:
         """The topology given to ``connect(topology=...)``, if any."""
         return self._core.topology
 
-    def plan(
     @property
     def heals(self) -> bool:
         """True when the bus re-creates its topology's streams and consumers that the
         server loses (``connect(topology=..., heal=True)``, the default)."""
         return self._core.heals
 
+    def plan(
         self, topology: Optional[_TopologyArg] = None, *, allow_destructive: bool = False
     ) -> Awaitable[Plan]:
         """What applying ``topology`` (default: the bus's) would do. Changes nothing."""
@@ -575,19 +576,134 @@ class Bus:
 
     # -- the connection ------------------------------------------------------------------------
 
-    def health(self, timeout: float = 2.0) -> Awaitable[Health]:
-        """A ``Health`` snapshot: connection, round trip, JetStream, account usage."""
-        return self._core.health(timeout)
+    async def health(self, timeout: float = 2.0) -> Health:
+        """A ``Health`` snapshot: connection, round trip, JetStream, account usage.
+
+        With a topology (``connect(topology=...)``) it also asks the server, at once
+        for every declared stream, whether the stream and its declared consumers exist,
+        and, for a replicated stream, whether it has a leader and every replica is
+        online and current. Each failure is one line in ``.problems`` (``"stream
+        ORDERS: replica n3 is offline (lag 14)"``, ``"consumer ORDERS > billing is
+        missing"``) and makes ``.ok`` False. Without a topology it is one round trip.
+        """
+        return await health_with_topology(self, timeout)
+
+    async def check(
+        self,
+        *,
+        lag_warn: Optional[int] = None,
+        lag_crit: Optional[int] = None,
+        ack_pending_warn: Optional[int] = None,
+        ack_pending_crit: Optional[int] = None,
+        inactive_warn: Optional[Duration] = None,
+        inactive_crit: Optional[Duration] = None,
+        streams: Optional[Sequence[str]] = None,
+        timeout: float = 5.0,
+    ) -> CheckReport:
+        """Check the connection, streams and consumers against thresholds (``natsbus check``).
+
+        Streams checked: ``streams`` when given, else the topology's when the bus has
+        one (then only its declared consumers, and a declared stream or consumer that
+        is missing is CRITICAL), else every stream on the server with its durable
+        consumers. Per stream: a replicated one without a leader is CRITICAL, a
+        replica offline or not current WARNING. Per consumer: ``lag`` (messages not
+        yet delivered), ``ack_pending`` (ack pending reaching ``max_ack_pending``, a
+        stalled consumer, is CRITICAL), ``inactive`` (time since the last delivery or
+        ack, judged only while messages are pending or unacked), plus redeliveries and
+        waiting pulls as measured values.
+
+        A value at or above a ``*_crit`` threshold is CRITICAL, at or above ``*_warn``
+        WARNING. Counts are ints; durations seconds or text like ``"5m"``. A consumer's
+        own thresholds (declared in the topology, e.g. ``lag_warn: 100``, and kept on
+        the server in its metadata) win over these arguments, which are the defaults
+        for consumers declaring none. Not connected (or no JetStream) is CRITICAL;
+        what cannot be read (an API call timing out after ``timeout`` seconds) is
+        UNKNOWN.
+
+        Returns a ``CheckReport``: ``.status`` (``"ok"``, ``"warning"``,
+        ``"critical"``, ``"unknown"``), ``.exit_code`` (0, 1, 2, 3), ``.checks``,
+        ``.to_dict()``, and Nagios-style text as ``str(report)``.
+        """
+        options = {
+            "lag_warn": lag_warn,
+            "lag_crit": lag_crit,
+            "ack_pending_warn": ack_pending_warn,
+            "ack_pending_crit": ack_pending_crit,
+            "inactive_warn": inactive_warn,
+            "inactive_crit": inactive_crit,
+        }
+        return await run_check(self, options=options, streams=streams, timeout=timeout)
+
+    async def serve_probes(
+        self,
+        port: int,
+        host: str = "0.0.0.0",
+        *,
+        lag_warn: Optional[int] = None,
+        lag_crit: Optional[int] = None,
+        ack_pending_warn: Optional[int] = None,
+        ack_pending_crit: Optional[int] = None,
+        inactive_warn: Optional[Duration] = None,
+        inactive_crit: Optional[Duration] = None,
+        streams: Optional[Sequence[str]] = None,
+        timeout: float = 2.0,
+        cache: float = 1.0,
+        client_timeout: float = 5.0,
+    ) -> Probes:
+        """Serve ``/healthz`` and ``/readyz`` over HTTP on ``host:port`` (``port=0``: any free one).
+
+        ``GET /healthz`` answers 200 while the bus is connected, else 503, with
+        ``health().to_dict()``; ``GET /readyz`` 200 while ``check()`` (with these
+        thresholds and ``streams``) is OK or WARNING, else 503, with the report's
+        ``to_dict()``. Other paths 404; ``HEAD`` works. Runs on this loop with the
+        standard library only; each answer is cached ``cache`` seconds and concurrent
+        requests share one check. Returns a ``Probes`` (``.port``, ``.url``); stop it
+        with ``await probes.close()`` or ``async with probes:``.
+        """
+        options = {
+            "lag_warn": lag_warn,
+            "lag_crit": lag_crit,
+            "ack_pending_warn": ack_pending_warn,
+            "ack_pending_crit": ack_pending_crit,
+            "inactive_warn": inactive_warn,
+            "inactive_crit": inactive_crit,
+            "streams": streams,
+        }
+        # Bad thresholds fail here, not in every probe.
+        parse_options({k: v for k, v in options.items() if k != "streams"})
+        return await start_probes(
+            self, port, host, options, timeout=timeout, cache=cache, client_timeout=client_timeout
+        )
 
     def flush(self) -> Awaitable[None]:
         """Wait until everything queued (acks, replies) has reached the server."""
         return self._core.flush()
+
+    def events(self) -> AsyncIterator[Event]:
+        """The connection's events from now on, until the bus closes.
+
+        ``async for event in bus.events(): ...`` sees every ``Event`` (lost
+        and regained connection, lame duck mode, slow consumers, server
+        errors, heals) that is also logged under ``natsbus.``. For a
+        callback instead, pass ``connect(on_event=...)``.
+        """
+        if self._events is None:
+            raise InvalidArgumentError(
+                "this bus reports no events (it was not made by natsbus.connect)"
+            )
+        return self._events.stream()
+
+    def _start_events(self, on_event: Optional[EventCallback]) -> None:
+        self._events = EventPump(self._core, on_event)
+        self._events.start()
 
     def close(self) -> Awaitable[None]:
         """Close the bus: close its consumers and services, settle every queued ack, drain.
 
         Later calls wait for the same close. Acks after it raise ``ClosedError``.
         """
+        if self._events is not None:
+            self._events.stop()
         return self._core.close()
 
     async def __aenter__(self) -> Bus:
@@ -628,23 +744,3 @@ class Bus:
 
     def __repr__(self) -> str:
         return repr(self._core)
-    def events(self) -> AsyncIterator[Event]:
-        """The connection's events from now on, until the bus closes.
-
-        ``async for event in bus.events(): ...`` sees every ``Event`` (lost
-        and regained connection, lame duck mode, slow consumers, server
-        errors, heals) that is also logged under ``natsbus.``. For a
-        callback instead, pass ``connect(on_event=...)``.
-        """
-        if self._events is None:
-            raise InvalidArgumentError(
-                "this bus reports no events (it was not made by natsbus.connect)"
-            )
-        return self._events.stream()
-
-    def _start_events(self, on_event: Optional[EventCallback]) -> None:
-        self._events = EventPump(self._core, on_event)
-        self._events.start()
-
-        if self._events is not None:
-            self._events.stop()

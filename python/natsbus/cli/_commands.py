@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import natsbus
 
+from .._check import CheckStatus
 from .._dead_letters import select
 from ._common import EXIT_ERROR, EXIT_OK, EXIT_PENDING, CliError, eprint, print_json
-from ._connection import connect_waiting, session
-from ._render import problem_dict, render_dead_letters, render_status, topology_summary
+from ._connection import connect_kwargs, connect_waiting, server_label, session
+from ._render import (
+    problem_dict,
+    render_dead_letters,
+    render_status,
+    render_stream_status,
+    topology_summary,
+)
+
+# `natsbus check` exits as a Nagios plugin (and `nats server check`) does:
+# 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+EXIT_UNKNOWN = 3
 
 
 def load_topology(path: str) -> natsbus.Topology:
@@ -135,9 +147,19 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def names_a_topology(target: str) -> bool:
+    """``natsbus status X``: X is a topology file when it exists or could only be a path
+    (a stream name never holds ``.``, ``/`` or ``\\``), else a stream name."""
+    return os.path.exists(target) or any(ch in target for ch in "./\\")
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
-    """Streams and consumers with their counters (only the topology's, when one is given)."""
-    topo = load_topology(args.topology) if args.topology else None
+    """Streams and consumers with their counters (only the topology's, when one is given;
+    one stream in detail when a stream name is given)."""
+    target: Optional[str] = args.target
+    if target is not None and not names_a_topology(target):
+        return await stream_status(args, target)
+    topo = load_topology(target) if target else None
     async with session(args) as bus:
         status = await bus.status(list(topo.streams) if topo is not None else None)
     missing: list[str] = []
@@ -155,6 +177,82 @@ async def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(render_status(status, missing, missing_consumers))
     return EXIT_OK
+
+
+async def stream_status(args: argparse.Namespace, stream: str) -> int:
+    """``natsbus status STREAM``: one stream, its replicas and its consumers."""
+    async with session(args) as bus:
+        status = await bus.status([stream])
+    found = [s for s in status.get("streams") or [] if s.get("name") == stream]
+    if not found:
+        raise CliError(f"stream {stream} not found (natsbus status lists the streams)")
+    if args.json:
+        print_json({"server_version": status.get("server_version"), **found[0]})
+    else:
+        print(render_stream_status(found[0], status.get("server_version")))
+    return EXIT_OK
+
+
+def check_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "lag_warn": args.lag_warn,
+        "lag_crit": args.lag_crit,
+        "ack_pending_warn": args.ack_pending_warn,
+        "ack_pending_crit": args.ack_pending_crit,
+        "inactive_warn": args.inactive_warn,
+        "inactive_crit": args.inactive_crit,
+        "streams": args.streams,
+    }
+
+
+def print_report(args: argparse.Namespace, report: natsbus.CheckReport, *, brief: bool) -> int:
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.summary if brief else str(report))
+    return report.exit_code
+
+
+def failed_check(status: CheckStatus, message: str) -> natsbus.CheckReport:
+    return natsbus.CheckReport((natsbus.Check("connection", "connection", status, message),))
+
+
+async def cmd_check(args: argparse.Namespace) -> int:
+    """Nagios-style check: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+
+    Every failure is a report too: no connection is CRITICAL, anything else that keeps
+    the check from running (a broken topology file, a missing --creds file, a bug)
+    UNKNOWN, each as one line.
+    """
+    try:
+        topo = load_topology(args.topology) if args.topology else None
+        kwargs = connect_kwargs(args)
+    except natsbus.TopologyError as exc:
+        lines = [f"UNKNOWN: {exc}", *(str(p) for p in exc.problems)]
+        if args.json:
+            return print_report(args, failed_check("unknown", str(exc)), brief=True)
+        print("\n".join(lines))
+        return EXIT_UNKNOWN
+    except CliError as exc:
+        return print_report(args, failed_check("unknown", str(exc)), brief=True)
+    try:
+        # heal=False: a check looks, it never creates what is missing.
+        bus = await natsbus.connect(args.server, **kwargs, topology=topo, heal=False)
+    except natsbus.ConnectError as exc:
+        message = f"cannot connect to {server_label(args)}: {exc}"
+        return print_report(args, failed_check("critical", message), brief=True)
+    except Exception as exc:  # a monitoring check answers UNKNOWN, never a traceback
+        message = f"cannot check {server_label(args)}: {exc or type(exc).__name__}"
+        return print_report(args, failed_check("unknown", message), brief=True)
+    try:
+        options = check_options(args)
+        report = await bus.check(**options, timeout=args.timeout)
+    except Exception as exc:
+        message = f"check failed: {exc or type(exc).__name__}"
+        return print_report(args, failed_check("unknown", message), brief=True)
+    finally:
+        await bus.close()
+    return print_report(args, report, brief=False)
 
 
 async def cmd_export(args: argparse.Namespace) -> int:

@@ -13,7 +13,9 @@ import natsbus
 
 from .. import __version__
 from ._commands import (
+    EXIT_UNKNOWN,
     cmd_apply,
+    cmd_check,
     cmd_dead_letters,
     cmd_export,
     cmd_plan,
@@ -27,11 +29,27 @@ from ._server import cmd_server
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with usage errors exiting 1 (exit code 2 means "changes pending")."""
+    """argparse with usage errors exiting 1 (exit code 2 means "changes pending").
+
+    ``check`` sets ``usage_exit`` to 3: for a monitoring system a bad command line is
+    UNKNOWN, not a WARNING.
+    """
+
+    usage_exit = EXIT_ERROR
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+        self.exit(self.usage_exit, f"{self.prog}: error: {message}\n")
+
+
+def count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (an integer >= 0)")
+    return value
 
 
 CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
@@ -130,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Declarative NATS JetStream setup: validate, plan, apply and verify a "
         "topology file; inspect and export a live server; run a development server.",
         epilog="Exit codes: 0 ok, 1 error (problems, drift, refused change, usage), "
-        "2 changes pending (plan only). Connection flags may also come before the command.",
+        "2 changes pending (plan only); check exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. "
+        "Connection flags may also come before the command.",
     )
     parser.add_argument("--version", action="version", version=f"natsbus {__version__}")
     hidden_connection_flags(parser)
@@ -177,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also apply changes that can delete data (lowered limits, retention, subjects)",
     )
     p.add_argument(
+        "--create-only",
+        action="store_true",
+        help="only create what is missing: never update, never refuse; differences left "
+        "alone are reported as a warning (for agents and init jobs during a rollout)",
+    )
+    p.add_argument(
         "--wait",
         type=duration_arg,
         metavar="DURATION",
@@ -195,23 +220,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topology", metavar="TOPOLOGY")
     json_flag(p, "the result")
     p.set_defaults(func=cmd_verify)
-    p.add_argument(
-        "--create-only",
-        action="store_true",
-        help="only create what is missing: never update, never refuse; differences left "
-        "alone are reported as a warning (for agents and init jobs during a rollout)",
-    )
 
     p = sub.add_parser(
         "status",
         parents=[conn],
-        help="streams and consumers: messages, bytes, pending, ack pending, redelivered",
-        description="A table of the server's streams and consumers. With TOPOLOGY, only its "
-        "streams, and those declared but missing are marked MISSING.",
+        help="streams and consumers: messages, replicas, pending, ack pending, last active",
+        description="A table of the server's streams (messages, bytes, replicas, leader) and "
+        "consumers (pending, ack pending against max_ack_pending, ack floor, redelivered, "
+        "waiting pulls, last active). With TOPOLOGY (a file), only its streams, and those "
+        "declared but missing are marked MISSING. With STREAM (a stream name), that stream "
+        "in detail: its replicas and its consumers.",
     )
-    p.add_argument("topology", metavar="TOPOLOGY", nargs="?")
+    p.add_argument("target", metavar="TOPOLOGY | STREAM", nargs="?")
     json_flag(p, "the status")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "check",
+        parents=[conn],
+        help="health check for monitoring (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)",
+        description="Check the connection, the streams (replicas, leader, replica lag) and "
+        "the consumers (lag, ack pending against max_ack_pending, inactivity, redeliveries, "
+        "waiting pulls) and exit with the Nagios code: 0 OK, 1 WARNING, 2 CRITICAL, "
+        "3 UNKNOWN. With TOPOLOGY, its streams and declared consumers (a missing one is "
+        "CRITICAL); without, every stream and durable consumer on the server. Thresholds "
+        "declared on a consumer (lag_warn: ... in the topology, kept in its metadata) win "
+        "over the options, which are the defaults for the others.",
+        epilog="A consumer at its max_ack_pending is CRITICAL (stalled); a replicated "
+        "stream without a leader CRITICAL, a replica offline or behind WARNING; no "
+        "connection CRITICAL; what cannot be read UNKNOWN. --timeout bounds each request.",
+    )
+    p.usage_exit = EXIT_UNKNOWN
+    p.add_argument("topology", metavar="TOPOLOGY", nargs="?")
+    for what, unit, kind in (
+        ("lag", "messages not yet delivered", count_arg),
+        ("ack-pending", "messages delivered and not acked", count_arg),
+        ("inactive", "time without a delivery or ack while work is waiting", duration_arg),
+    ):
+        metavar = "DURATION" if kind is duration_arg else "N"
+        for level, grade in (("warn", "WARNING"), ("crit", "CRITICAL")):
+            p.add_argument(
+                f"--{what}-{level}",
+                type=kind,
+                metavar=metavar,
+                help=f"{grade} at {metavar} or more {unit}",
+            )
+    p.add_argument(
+        "--stream",
+        dest="streams",
+        metavar="NAME",
+        action="append",
+        help="check only this stream (repeatable)",
+    )
+    json_flag(p, "the report")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "export",
@@ -277,28 +339,6 @@ def run(args: argparse.Namespace) -> int:
     return int(result)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``natsbus`` command; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_ERROR
-    try:
-        return run(args)
-    except (natsbus.NatsbusError, CliError) as exc:
-        eprint(f"error: {exc}")
-        return EXIT_ERROR
-    except BrokenPipeError:  # e.g. `natsbus export | head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_ERROR
-    except OSError as exc:  # e.g. export -o into a missing directory
-        eprint(f"error: {exc}")
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        eprint("interrupted")
-        return EXIT_INTERRUPTED
 def _log_warnings_to_stderr() -> None:
     """Show what the library warns about (a lost connection, what apply --create-only left
     alone) as ``natsbus: warning: ...`` lines, like the command's own errors."""
@@ -320,4 +360,26 @@ def _log_warnings_to_stderr() -> None:
     logger.propagate = False
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``natsbus`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
     _log_warnings_to_stderr()
+    try:
+        return run(args)
+    except (natsbus.NatsbusError, CliError) as exc:
+        eprint(f"error: {exc}")
+        return EXIT_ERROR
+    except BrokenPipeError:  # e.g. `natsbus export | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    except OSError as exc:  # e.g. export -o into a missing directory
+        eprint(f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        eprint("interrupted")
+        return EXIT_INTERRUPTED
