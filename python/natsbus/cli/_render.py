@@ -94,8 +94,8 @@ def replica_notes(stream: Mapping[str, Any]) -> str:
 
 def stalled(consumer: Mapping[str, Any]) -> bool:
     """Ack pending at max_ack_pending: the server delivers nothing more."""
-    limit = consumer.get("max_ack_pending")
-    return bool(limit) and limit > 0 and int(consumer.get("num_ack_pending") or 0) >= limit
+    limit = int(consumer.get("max_ack_pending") or -1)
+    return limit > 0 and int(consumer.get("num_ack_pending") or 0) >= limit
 
 
 def consumer_row(stream: str, c: Mapping[str, Any], *, with_leader: bool = False) -> list[str]:
