@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +183,41 @@ async def test_healthz_is_503_while_the_server_is_down(fresh_server: NatsServer)
 
             assert await asyncio.to_thread(fetch) == 503
         fresh_server.start()  # close() waits for the server to confirm the last acks
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block under ``heading`` in the README."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_agent_serves_its_probes(fresh_server: NatsServer, tmp_path: Path) -> None:
+    script = tmp_path / "agent.py"
+    script.write_text(readme_block("## Health checks and probes"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "NATS_URL": fresh_server.url, "PROBE_PORT": str(port)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 20)).decode() for _ in range(3)]
+        assert lines[0].startswith(f"probes on http://127.0.0.1:{port}/healthz")
+        assert lines[1:] == ["healthy\n", "OK: 1 stream, 1 consumer checked\n"]
+        status, body = await get(port, "/readyz")
+        assert status == 200 and body["status"] == "ok"
+        lag = next(c for c in body["checks"] if c["name"] == "lag")
+        assert (lag["warn"], lag["crit"]) == (1000, 10000)  # declared in the topology
+        assert (await get(port, "/healthz"))[0] == 200
+        async with natsbus.connect(fresh_server.url) as bus:
+            await bus.publish("tasks.cpu", {"id": 1})
+        assert "task" in (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
