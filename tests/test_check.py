@@ -420,13 +420,28 @@ async def test_cluster_replicas_and_leader_are_checked(cluster: NatsCluster) -> 
 
 
 async def test_cluster_stream_without_a_leader_is_critical(cluster: NatsCluster) -> None:
-    async with natsbus.connect(cluster.nodes[0].url, topology=R3_TOPOLOGY, heal=False) as bus:
-        await bus.ensure_streams()
+    async with natsbus.connect(cluster.url) as admin:
+        leader = (await admin.stream_info(R3))["cluster"]["leader"]
+    # Keep a follower alone: with its leader and the other follower gone, no leader is left.
+    alone = next(i for i, n in enumerate(cluster.nodes) if n.server_name != leader)
+    url = cluster.nodes[alone].url
+    async with natsbus.connect(url, topology=R3_TOPOLOGY, heal=False) as bus:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, cluster.stop_node, 1)
-        await loop.run_in_executor(None, cluster.stop_node, 2)
-        report = await wait_for(bus, lambda r: r.status == "critical", "no leader")
+        for i in range(len(cluster.nodes)):
+            if i != alone:
+                await loop.run_in_executor(None, cluster.stop_node, i)
+        report = await wait_for(
+            bus,
+            lambda r: (
+                "leader" in by_target(r, f"stream {R3}")
+                and by_target(r, f"stream {R3}")["leader"].status == "critical"
+            ),
+            "no leader",
+            timeout=40,
+        )
         assert report.status == "critical" and report.exit_code == 2
         assert "without a leader" in by_target(report, f"stream {R3}")["leader"].message
         h = await bus.health()
         assert not h.ok and f"stream {R3}: no leader" in h.problems
+        cli = natsbus_cli("check", "-s", url, "--stream", R3, "--timeout", "2s")
+        assert cli.returncode == 2 and cli.stdout.startswith("CRITICAL: ")
