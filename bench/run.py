@@ -46,10 +46,14 @@ from _common import BATCH, CONSUMER, STREAM, SUBJECT, WINDOW  # noqa: E402
 CLIENTS = ("natsbus", "natspy", "raw")
 # natsbus with one connection per bus (connect(direct_publish=False)): how
 # much the loop-driven publish connection buys. Run with --clients.
-EXTRA_CLIENTS = ("natsbus1",)
+# natsbus-nootel / natsbus-otel: natsbus as if OpenTelemetry were not installed, and with
+# the SDK's tracer provider set up but no span active (docs/performance.md, "Tracing").
+EXTRA_CLIENTS = ("natsbus1", "natsbus-nootel", "natsbus-otel")
 CLIENT_LABELS = {
     "natsbus": "natsbus",
     "natsbus1": "natsbus 1 conn",
+    "natsbus-nootel": "natsbus no-otel",
+    "natsbus-otel": "natsbus otel-sdk",
     "natspy": "nats-py",
     "raw": "raw async-nats",
 }
@@ -69,6 +73,8 @@ NO_ACK_WORKLOADS = ("replay",)
 SUPPORTED = {
     "natsbus": set(WORKLOADS),
     "natsbus1": {"pub_sync", "pub_many", "pub_gather"},
+    "natsbus-nootel": set(WORKLOADS),
+    "natsbus-otel": set(WORKLOADS),
     "natspy": {"pub_sync", "pub_many", "pub_gather", "consume", "batches", "replay"},
     "raw": {"pub_sync", "pub_many", "pub_gather", "consume", "batches"},
 }
@@ -401,6 +407,10 @@ def client_command(
     if client == "natsbus1":
         script = os.path.join(HERE, "workloads_natsbus.py")
         return ["env", "NATSBUS_BENCH_DIRECT_PUBLISH=0", sys.executable, script, workload, *common]
+    if client in ("natsbus-nootel", "natsbus-otel"):
+        script = os.path.join(HERE, "workloads_natsbus.py")
+        otel = "off" if client == "natsbus-nootel" else "sdk"
+        return ["env", f"NATSBUS_BENCH_OTEL={otel}", sys.executable, script, workload, *common]
     script = os.path.join(HERE, f"workloads_{client}.py")
     return [sys.executable, script, workload, *common]
 

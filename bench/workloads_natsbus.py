@@ -17,6 +17,17 @@ import sys
 import time
 from typing import Any
 
+# NATSBUS_BENCH_OTEL (run.py's clients natsbus-nootel and natsbus-otel): "off" runs natsbus
+# as if OpenTelemetry were not installed; "sdk" sets up the SDK's tracer provider first
+# (spans are then recorded, but the workloads never start one).
+if os.environ.get("NATSBUS_BENCH_OTEL") == "off":
+    sys.modules["opentelemetry"] = None  # type: ignore[assignment]
+elif os.environ.get("NATSBUS_BENCH_OTEL") == "sdk":
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+
 import natsbus
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
