@@ -161,6 +161,9 @@ pub struct Bus {
     direct_task: std::sync::Mutex<Option<Py<PyAny>>>,
     /// The connection's events since connecting, for `next_event()`.
     events: Arc<tokio::sync::Mutex<tokio::sync::broadcast::Receiver<ConnEvent>>>,
+    /// Set by `close()`: a pending `next_event()` ends then, instead of
+    /// completing after the bus (and perhaps the interpreter) is gone.
+    shut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Bus {
@@ -669,8 +672,12 @@ impl Bus {
         self.check_open(py)?;
         let events = self.events.clone();
         let client = self.client().clone();
+        let mut shut = self.shut.subscribe();
         self.completer.spawn(py, async move {
-            let received = events.lock().await.recv().await;
+            let received = tokio::select! {
+                r = async { events.lock().await.recv().await } => r,
+                _ = shut.wait_for(|s| *s) => return Err(Error::closed()),
+            };
             let event = match received {
                 Ok(e) => e,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => ConnEvent {
@@ -871,6 +878,7 @@ impl Bus {
     /// close. Later calls wait for the same close.
     fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.closed.store(true, Ordering::Release);
+        self.shut.send_replace(true);
         if let Some(task) = self
             .direct_task
             .lock()
@@ -911,13 +919,17 @@ impl Bus {
         self.completer.spawn(py, async move {
             closing
                 .get_or_init(|| async move {
-                    futures_util::future::join_all(sources.iter().map(|s| s.close())).await;
-                    acker.flush().await;
-                    let _ = conn.client.flush().await;
+                    // Each step is bounded: with the server down, close must
+                    // still return (what could not be sent is redelivered
+                    // by the server after ack_wait).
+                    let closes = futures_util::future::join_all(sources.iter().map(|s| s.close()));
+                    let _ = tokio::time::timeout(timeout, closes).await;
+                    let _ = tokio::time::timeout(timeout, acker.flush()).await;
+                    let _ = tokio::time::timeout(timeout, conn.client.flush()).await;
                     // The server must have read the acks before the socket
                     // closes (see natsbus_core::client::roundtrip).
                     let _ = round_trip(&conn.client, &conn.events, timeout).await;
-                    let _ = conn.client.drain().await;
+                    let _ = tokio::time::timeout(timeout, conn.client.drain()).await;
                 })
                 .await;
             Ok(WithPy(move |py: Python<'_>| {
@@ -1099,7 +1111,7 @@ impl Deliver for ManyAcks {
              {unsent} were never sent",
             self.0.len()
         );
-        Python::attach(|py| {
+        Python::try_attach(|py| {
             let _ = py
                 .import("logging")
                 .and_then(|l| l.call_method1("getLogger", ("natsbus",)))
@@ -1262,6 +1274,7 @@ pub fn connect(
                 direct: std::sync::Mutex::new(None),
                 direct_task: std::sync::Mutex::new(None),
                 events,
+                shut: tokio::sync::watch::Sender::new(false),
             };
             Ok(Py::new(py, bus)?.into_any())
         }))

@@ -391,8 +391,9 @@ impl Completer {
             return;
         }
         // No reader on the loop: schedule the drain the slow way. A closed
-        // loop refuses, and then nobody is waiting anyway.
-        Python::attach(|py| {
+        // loop refuses, and then nobody is waiting anyway; neither is anyone
+        // once the interpreter is shutting down (a late completion at exit).
+        Python::try_attach(|py| {
             if let Some(cb) = self.drain_cb.get(py) {
                 let _ = self
                     .event_loop

@@ -427,3 +427,27 @@ async def test_lame_duck_mode_is_logged_as_a_warning(caplog: pytest.LogCaptureFi
             assert f"127.0.0.1:{server.port}" in e.message
     record = next(r for r in caplog.records if "lame duck mode" in r.getMessage())
     assert (record.name, record.levelno) == ("natsbus.connection", logging.WARNING)
+
+
+async def test_close_returns_while_the_server_is_down(fresh_server: NatsServer) -> None:
+    """An agent told to stop while NATS is down must still exit (SIGTERM during an outage)."""
+    topology = {
+        "streams": {
+            "DOWN": {
+                "subjects": ["down.>"],
+                "storage": "memory",
+                "consumers": {"w": {"ack_policy": "explicit"}},
+            }
+        }
+    }
+    bus = await natsbus.connect(fresh_server.url, topology=topology, connect_timeout=1.0)
+    await bus.ensure_streams()
+    await bus.publish("down.x", b"1")
+    consumer = bus.consume("DOWN", "w")
+    msg = await consumer.__anext__()
+    await asyncio.to_thread(fresh_server.stop)
+    await msg.ack()  # queued: the connection is gone
+    t0 = time.monotonic()
+    await asyncio.wait_for(bus.close(), 15)
+    assert time.monotonic() - t0 < 8.0
+    assert bus.closed
