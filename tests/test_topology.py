@@ -318,13 +318,17 @@ async def test_unmanaged_streams_are_reported_and_never_deleted(fresh_server: Na
         )
         await bus.publish("legacy.x", {"keep": True})
 
-        plan = await bus.ensure_streams(_single_stream("MANAGED"))
+        # An agent's apply asks only about what its topology declares...
+        applied = await bus.ensure_streams(_single_stream("MANAGED"))
+        assert not applied.by_action("unmanaged")
+        # ...a plan also lists the rest of the server, by name.
+        plan = await bus.plan(_single_stream("MANAGED"))
         unmanaged = plan.by_action("unmanaged")
         assert [(c.stream, c.consumer) for c in unmanaged] == [("LEGACY", None)]
         assert "LEGACY" in str(plan)
 
         assert await message_count(bus, "LEGACY") == 1
-        assert not (await bus.plan(_single_stream("MANAGED"))).pending
+        assert not plan.pending
         await bus.verify(_single_stream("MANAGED"))  # unmanaged streams are not drift
 
 

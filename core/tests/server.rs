@@ -164,8 +164,27 @@ async fn apply_is_idempotent_and_reports_unmanaged() {
             .iter()
             .filter(|c| c.action == Action::Unmanaged)
             .collect();
-        assert_eq!(unmanaged.len(), 2, "{}", p.render());
+        // Apply asks only about what the topology declares: the hand-made
+        // consumer on ORDERS is reported, the other stream is not read.
+        assert_eq!(unmanaged.len(), 1, "{}", p.render());
+        assert_eq!(unmanaged[0].consumer.as_deref(), Some("manual"));
     }
+    // A plan lists the rest of the server by name.
+    let p = natsbus_core::topology::plan_live(&js(&client), &t, &Default::default())
+        .await
+        .unwrap();
+    let unmanaged: Vec<_> = p
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Unmanaged)
+        .map(|c| (c.stream.as_str(), c.consumer.as_deref()))
+        .collect();
+    assert_eq!(
+        unmanaged,
+        vec![("ORDERS", Some("manual")), ("HANDMADE", None)],
+        "{}",
+        p.render()
+    );
     assert_eq!(
         stream_info(&client, "ORDERS").await["created"],
         created,

@@ -111,9 +111,136 @@ async fn fetch_stream(js: &JetStream, name: &str) -> Result<Option<LiveStream>> 
     }
 }
 
-/// The plan for `topology` against the server, changing nothing.
+/// How many JetStream API requests one apply or plan has in flight.
+const WINDOW: usize = 16;
+
+/// What the server has of `topology`, asking only about what it declares:
+/// its streams (with their consumers), the undeclared streams whose
+/// subjects overlap one that would be created or take new subjects (the
+/// server would refuse that, and the plan says so first), and, with
+/// `list_others`, the names of every other stream for the plan's list of
+/// unmanaged streams. A server with 500 other streams costs an agent with 3
+/// streams no more than its 3.
+pub async fn fetch_declared(
+    js: &JetStream,
+    topology: &Topology,
+    list_others: bool,
+) -> Result<LiveState> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+    let mut live = LiveState::new(js.client.server_info().version);
+    let declared = topology.stream_names();
+    let others = async {
+        if list_others {
+            list_names(js).await
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let found = stream::iter(declared.clone())
+        .map(|name| {
+            let js = js.clone();
+            async move { fetch_stream(&js, &name).await }
+        })
+        .buffered(WINDOW)
+        .try_collect::<Vec<_>>();
+    let (found, others) = futures_util::future::try_join(found, others).await?;
+    live.streams = found.into_iter().flatten().collect();
+
+    // Subjects a create or an update would claim: whose are they now?
+    let mut claimed: Vec<String> = Vec::new();
+    for spec in topology.streams() {
+        let live_subjects = live
+            .stream(&spec.name)
+            .map(|s| text_list_of(s.config_map()))
+            .unwrap_or_default();
+        let desired = spec.config.get("subjects").map_or_else(Vec::new, |v| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        });
+        claimed.extend(desired.into_iter().filter(|s| !live_subjects.contains(s)));
+    }
+    claimed.sort();
+    claimed.dedup();
+    let owners = stream::iter(claimed)
+        .map(|subject| {
+            let js = js.clone();
+            async move {
+                let page = api(&js, "STREAM.NAMES", &json!({ "subject": subject })).await?;
+                Ok::<_, Error>(names_of(&page))
+            }
+        })
+        .buffered(WINDOW)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let mut in_the_way: Vec<String> = owners
+        .into_iter()
+        .flatten()
+        .filter(|n| !declared.contains(n))
+        .collect();
+    in_the_way.sort();
+    in_the_way.dedup();
+    let foreign = stream::iter(in_the_way)
+        .map(|name| {
+            let js = js.clone();
+            async move {
+                match api(&js, &format!("STREAM.INFO.{name}"), &Value::Null).await {
+                    Ok(info) => Ok(Some(LiveStream::new(info, Vec::new()))),
+                    Err(e) if err_code(&e) == Some(10059) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffered(WINDOW)
+        .try_collect::<Vec<_>>()
+        .await?;
+    live.streams.extend(foreign.into_iter().flatten());
+    live.streams.sort_by(|a, b| a.name.cmp(&b.name));
+    live.others = others
+        .into_iter()
+        .filter(|n| live.stream(n).is_none() && !declared.contains(n))
+        .collect();
+    Ok(live)
+}
+
+fn text_list_of(config: &serde_json::Map<String, Value>) -> Vec<String> {
+    config
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+fn names_of(page: &Value) -> Vec<String> {
+    page.get("streams")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every stream's name (`STREAM.NAMES`, paged), without their configs.
+async fn list_names(js: &JetStream) -> Result<Vec<String>> {
+    let all = list_all(js, "STREAM.NAMES", "streams").await?;
+    Ok(all
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect())
+}
+
+/// The plan for `topology` against the server, changing nothing. Lists the
+/// server's other streams (by name) as unmanaged.
 pub async fn plan_live(js: &JetStream, topology: &Topology, opts: &PlanOptions) -> Result<Plan> {
-    let live = fetch_live(js).await?;
+    let live = fetch_declared(js, topology, true).await?;
     Ok(plan(topology, &live, opts))
 }
 
@@ -176,7 +303,7 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
     let plan_opts = PlanOptions {
         allow_destructive: opts.allow_destructive,
     };
-    let live = fetch_live(js).await?;
+    let live = fetch_declared(js, topology, false).await?;
     let mut plan = plan(topology, &live, &plan_opts);
     let refuse = |plan: &Plan| {
         if opts.create_only {
@@ -189,43 +316,43 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
         return Err(e);
     }
     let version = live.version();
-    let foreign: Vec<(String, String)> = Vec::new();
 
-    // Streams first (updates before creates, so subjects moved from one
-    // stream to another are free before the new owner claims them), then
-    // consumers, whose streams now exist.
-    let mut order: Vec<usize> = (0..plan.changes.len())
-        .filter(|&i| plan.changes[i].consumer.is_none())
+    // Streams first: updates before creates (so subjects moved from one
+    // stream to another are free before the new owner claims them), creates
+    // in dependency order (the origin of a mirror or source before it), each
+    // step concurrently; then consumers, whose streams now exist.
+    let streams: Vec<usize> = (0..plan.changes.len())
+        .filter(|&i| plan.changes[i].consumer.is_none() && opts.executes(plan.changes[i].action))
         .collect();
-    order.sort_by_key(|&i| match plan.changes[i].action {
-        Action::Update | Action::Destructive => 0,
-        _ => 1,
-    });
-    for i in order {
-        let change = plan.changes[i].clone();
-        if !opts.executes(change.action) {
-            continue;
-        }
-        let Some(spec) = topology.stream(&change.stream) else {
-            continue;
-        };
-        let mut current = change;
-        let mut attempt = 0;
-        loop {
-            let result = send_stream(js, &current).await;
-            match result {
-                Ok(()) => break,
-                // Lost a race: someone created it (10058) or deleted it (10059) meanwhile.
-                Err(e)
-                    if attempt < RACE_RETRIES
-                        && matches!(err_code(&e), Some(10058) | Some(10059)) =>
-                {
-                    attempt += 1;
-                    let live_stream = fetch_stream(js, &spec.name).await?;
-                    let (replanned, consumers) =
-                        plan_stream(spec, live_stream.as_ref(), version, &foreign);
+    let (updates, creates): (Vec<usize>, Vec<usize>) = streams
+        .into_iter()
+        .partition(|&i| plan.changes[i].action != Action::Create);
+    let mut steps = vec![updates];
+    steps.extend(creation_order(&plan, creates));
+    let opts = *opts;
+    for step in steps {
+        let tasks: Vec<_> = step
+            .iter()
+            .map(|&i| {
+                let change = plan.changes[i].clone();
+                let spec = topology.stream(&change.stream).cloned();
+                let js = js.clone();
+                async move {
+                    match spec {
+                        Some(spec) => send_stream_raced(&js, &spec, change, version, &opts).await,
+                        None => Ok(Raced::Sent),
+                    }
+                }
+            })
+            .collect();
+        let outcomes = run_window(tasks).await;
+        let mut failed = None;
+        for (&i, outcome) in step.iter().zip(outcomes) {
+            match outcome {
+                Ok(Raced::Sent) => {}
+                Ok(Raced::Replanned(replanned, consumers)) => {
                     // Keep the reported plan truthful about what was done.
-                    plan.changes[i] = replanned.clone();
+                    plan.changes[i] = replanned;
                     for c in consumers {
                         if let Some(slot) = plan
                             .changes
@@ -235,53 +362,178 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
                             *slot = c;
                         }
                     }
-                    if let Some(e) = refuse(&plan) {
-                        return Err(e);
-                    }
-                    if !opts.executes(replanned.action) {
-                        break;
-                    }
-                    current = replanned;
                 }
-                Err(e) => {
-                    let what = format!("{} stream {}", current.action.as_str(), current.stream);
-                    return Err(apply_error(e, &what, &plan));
+                Err((e, what)) => {
+                    failed.get_or_insert((e, what));
                 }
             }
         }
-    }
-    for i in 0..plan.changes.len() {
-        let change = plan.changes[i].clone();
-        let Some(consumer) = change.consumer.as_deref() else {
-            continue;
-        };
-        if !opts.executes(change.action) {
-            continue;
+        if let Some(e) = refuse(&plan) {
+            return Err(e);
         }
-        let Some(body) = &change.body else { continue };
-        let subject = format!("CONSUMER.CREATE.{}.{consumer}", change.stream);
-        let mut body = body.clone();
-        if opts.create_only {
-            // Create, never update: a consumer someone else created since
-            // the plan was read stays as they made it.
-            if let Some(b) = body.as_object_mut() {
-                b.insert("action".into(), json!("create"));
-            }
-        }
-        if let Err(e) = api(js, &subject, &body).await {
-            // 10148: it exists now with another config (create-only).
-            if opts.create_only && err_code(&e) == Some(10148) {
-                continue;
-            }
-            let what = format!(
-                "{} consumer {} > {consumer}",
-                change.action.as_str(),
-                change.stream
-            );
+        if let Some((e, what)) = failed {
             return Err(apply_error(e, &what, &plan));
         }
     }
+
+    let consumers: Vec<usize> = (0..plan.changes.len())
+        .filter(|&i| {
+            let c = &plan.changes[i];
+            c.consumer.is_some() && c.body.is_some() && opts.executes(c.action)
+        })
+        .collect();
+    let tasks: Vec<_> = consumers
+        .iter()
+        .map(|&i| {
+            let change = plan.changes[i].clone();
+            let js = js.clone();
+            async move { send_consumer(&js, &change, opts.create_only).await }
+        })
+        .collect();
+    let outcomes = run_window(tasks).await;
+    if let Some((e, what)) = outcomes.into_iter().find_map(|o| o.err()) {
+        return Err(apply_error(e, &what, &plan));
+    }
     Ok(plan)
+}
+
+/// Run `tasks` at most [`WINDOW`] at a time; their results in input order.
+async fn run_window<F: std::future::Future>(tasks: Vec<F>) -> Vec<F::Output> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(tasks).buffered(WINDOW).collect().await
+}
+
+/// The creates of `plan` in steps: a stream whose mirror or source is
+/// created in the same plan comes in a step after its origin.
+fn creation_order(plan: &Plan, creates: Vec<usize>) -> Vec<Vec<usize>> {
+    let origins = |i: usize| -> Vec<String> {
+        let body = plan.changes[i].body.as_ref();
+        let mut out = Vec::new();
+        if let Some(b) = body {
+            if let Some(name) = b.pointer("/mirror/name").and_then(Value::as_str) {
+                out.push(name.to_string());
+            }
+            for src in b
+                .get("sources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = src.get("name").and_then(Value::as_str) {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        out
+    };
+    let mut done: Vec<String> = Vec::new();
+    let mut left = creates;
+    let mut steps = Vec::new();
+    while !left.is_empty() {
+        let pending: Vec<String> = left
+            .iter()
+            .map(|&i| plan.changes[i].stream.clone())
+            .collect();
+        let (ready, wait): (Vec<usize>, Vec<usize>) = left.iter().partition(|&&i| {
+            origins(i)
+                .iter()
+                .all(|o| !pending.contains(o) || done.contains(o))
+        });
+        // A cycle (refused offline, but never loop on one): send the rest.
+        let ready = if ready.is_empty() {
+            wait.clone()
+        } else {
+            ready
+        };
+        let wait: Vec<usize> = wait.into_iter().filter(|i| !ready.contains(i)).collect();
+        done.extend(ready.iter().map(|&i| plan.changes[i].stream.clone()));
+        steps.push(ready);
+        left = wait;
+    }
+    steps
+}
+
+/// What sending one stream change came to.
+enum Raced {
+    Sent,
+    /// Someone else changed the stream meanwhile: the plan for it now (and
+    /// its consumers'), whatever of it was sent.
+    Replanned(Change, Vec<Change>),
+}
+
+/// Send a stream change; when it loses a race (someone created it, 10058,
+/// or deleted it, 10059, meanwhile) plan that stream again against what won
+/// and send that, a bounded number of times. The error comes with what was
+/// being done.
+async fn send_stream_raced(
+    js: &JetStream,
+    spec: &super::StreamSpec,
+    change: Change,
+    version: super::schema::Version,
+    opts: &ApplyOptions,
+) -> std::result::Result<Raced, (Error, String)> {
+    let mut current = change;
+    let mut replanned: Option<(Change, Vec<Change>)> = None;
+    let mut attempt = 0;
+    loop {
+        let what = format!("{} stream {}", current.action.as_str(), current.stream);
+        match send_stream(js, &current).await {
+            Ok(()) => break,
+            Err(e)
+                if attempt < RACE_RETRIES && matches!(err_code(&e), Some(10058) | Some(10059)) =>
+            {
+                attempt += 1;
+                let live_stream = fetch_stream(js, &spec.name)
+                    .await
+                    .map_err(|e| (e, what.clone()))?;
+                let (again, consumers) = plan_stream(spec, live_stream.as_ref(), version, &[]);
+                replanned = Some((again.clone(), consumers));
+                if !opts.executes(again.action) {
+                    break;
+                }
+                current = again;
+            }
+            Err(e) => return Err((e, what)),
+        }
+    }
+    Ok(match replanned {
+        Some((c, consumers)) => Raced::Replanned(c, consumers),
+        None => Raced::Sent,
+    })
+}
+
+/// Create or update one consumer (create-only: create, and leave one that
+/// exists meanwhile as it is).
+async fn send_consumer(
+    js: &JetStream,
+    change: &Change,
+    create_only: bool,
+) -> std::result::Result<(), (Error, String)> {
+    let (Some(consumer), Some(body)) = (change.consumer.as_deref(), change.body.as_ref()) else {
+        return Ok(());
+    };
+    let subject = format!("CONSUMER.CREATE.{}.{consumer}", change.stream);
+    let mut body = body.clone();
+    if create_only {
+        // Create, never update: a consumer someone else created since the
+        // plan was read stays as they made it.
+        if let Some(b) = body.as_object_mut() {
+            b.insert("action".into(), json!("create"));
+        }
+    }
+    match api(js, &subject, &body).await {
+        Ok(_) => Ok(()),
+        // 10148: it exists now with another config (create-only).
+        Err(e) if create_only && err_code(&e) == Some(10148) => Ok(()),
+        Err(e) => Err((
+            e,
+            format!(
+                "{} consumer {} > {consumer}",
+                change.action.as_str(),
+                change.stream
+            ),
+        )),
+    }
 }
 
 async fn send_stream(js: &JetStream, change: &Change) -> Result<()> {
@@ -299,7 +551,7 @@ async fn send_stream(js: &JetStream, change: &Change) -> Result<()> {
 
 /// Ok(plan) when the server matches `topology`; otherwise a Drift error carrying the plan.
 pub async fn verify(js: &JetStream, topology: &Topology) -> Result<Plan> {
-    let live = fetch_live(js).await?;
+    let live = fetch_declared(js, topology, false).await?;
     let plan = plan(topology, &live, &PlanOptions::default());
     if !plan.is_pending() {
         return Ok(plan);

@@ -77,11 +77,15 @@ impl LiveStream {
     }
 }
 
-/// What the server has: its version and every stream with its consumers.
+/// What the server has: its version and its streams with their consumers
+/// (every stream, or those a topology declares and those in its way).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LiveState {
     pub server_version: String,
     pub streams: Vec<LiveStream>,
+    /// Streams known by name only (the rest of a shared server, read for
+    /// the plan's list of unmanaged streams without their configs).
+    pub others: Vec<String>,
 }
 
 impl LiveState {
@@ -89,6 +93,7 @@ impl LiveState {
         LiveState {
             server_version: server_version.into(),
             streams: Vec::new(),
+            others: Vec::new(),
         }
     }
 

@@ -186,8 +186,12 @@ pub fn plan(desired: &Topology, live: &LiveState, opts: &PlanOptions) -> Plan {
     let mut unmanaged: Vec<Change> = live
         .streams
         .iter()
-        .filter(|s| !declared.contains(&s.name.as_str()))
-        .map(|s| unmanaged(&s.name, None))
+        .map(|s| s.name.as_str())
+        .chain(live.others.iter().map(String::as_str))
+        .filter(|name| !declared.contains(name))
+        .collect::<std::collections::BTreeSet<&str>>()
+        .into_iter()
+        .map(|name| unmanaged(name, None))
         .collect();
     unmanaged.sort_by(|a, b| a.stream.cmp(&b.stream));
     changes.extend(unmanaged);
