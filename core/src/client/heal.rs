@@ -59,6 +59,11 @@ impl Heal {
         reconnects.borrow_and_update();
         tokio::spawn(async move {
             while reconnects.changed().await.is_ok() {
+                // The first connection's own event can come after this
+                // task started: only a second connection is a reconnect.
+                if *reconnects.borrow_and_update() < 2 {
+                    continue;
+                }
                 let mut pause = Duration::from_millis(100);
                 let started = Instant::now();
                 loop {
