@@ -242,3 +242,120 @@ mod tests {
         assert_eq!(needs_no_ack("orders.>"), None);
     }
 }
+
+/// Many subjects, indexed so that those that may [`collide`] with one are
+/// found without comparing it to every other: a trie on tokens, where a
+/// token starting with `*` or `>` (the server's own test for a wildcard
+/// token, by first byte) is kept apart because it may meet any token.
+///
+/// [`SubjectIndex::candidates`] returns a superset of the subjects that
+/// collide with the one asked about (every pair that collides agrees, token
+/// by token up to the shorter one's length, in equal tokens or a wildcard
+/// on either side); confirm each with [`collide`].
+pub struct SubjectIndex {
+    nodes: Vec<Node>,
+    /// The token that leads to each node (the root's is empty).
+    tokens: Vec<String>,
+}
+
+impl Default for SubjectIndex {
+    fn default() -> Self {
+        SubjectIndex::new()
+    }
+}
+
+#[derive(Default)]
+struct Node {
+    literal: std::collections::HashMap<String, usize>,
+    wild: Vec<usize>,
+    /// Ids of the subjects that end at this node.
+    ending: Vec<usize>,
+}
+
+fn wildish(token: &str) -> bool {
+    matches!(token.as_bytes().first(), Some(b'*' | b'>'))
+}
+
+impl SubjectIndex {
+    pub fn new() -> SubjectIndex {
+        SubjectIndex {
+            nodes: vec![Node::default()],
+            tokens: vec![String::new()],
+        }
+    }
+
+    fn token_of(&self, node: usize) -> Option<&str> {
+        self.tokens.get(node).map(String::as_str)
+    }
+
+    /// Add `subject` under `id`.
+    pub fn insert(&mut self, subject: &str, id: usize) {
+        let mut at = 0;
+        for token in subject.split('.') {
+            let next = if wildish(token) {
+                self.nodes[at]
+                    .wild
+                    .iter()
+                    .copied()
+                    .find(|&n| self.token_of(n) == Some(token))
+            } else {
+                self.nodes[at].literal.get(token).copied()
+            };
+            at = match next {
+                Some(n) => n,
+                None => {
+                    let n = self.nodes.len();
+                    self.nodes.push(Node::default());
+                    self.tokens.push(token.to_string());
+                    if wildish(token) {
+                        self.nodes[at].wild.push(n);
+                    } else {
+                        self.nodes[at].literal.insert(token.to_string(), n);
+                    }
+                    n
+                }
+            };
+        }
+        self.nodes[at].ending.push(id);
+    }
+
+    /// The ids of the subjects that may collide with `subject`.
+    pub fn candidates(&self, subject: &str) -> Vec<usize> {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let mut out = Vec::new();
+        self.walk(0, &tokens, &mut out);
+        out
+    }
+
+    fn walk(&self, at: usize, rest: &[&str], out: &mut Vec<usize>) {
+        let node = &self.nodes[at];
+        let Some((token, rest)) = rest.split_first() else {
+            // The asked subject ends here: what is compared is done, so
+            // every subject below may collide (the length rules decide).
+            self.subtree(at, out);
+            return;
+        };
+        // Subjects that end here are shorter: compared as far as they go.
+        out.extend_from_slice(&node.ending);
+        if wildish(token) {
+            for &n in node.literal.values().chain(node.wild.iter()) {
+                self.walk(n, rest, out);
+            }
+        } else {
+            if let Some(&n) = node.literal.get(*token) {
+                self.walk(n, rest, out);
+            }
+            for &n in &node.wild {
+                self.walk(n, rest, out);
+            }
+        }
+    }
+
+    fn subtree(&self, at: usize, out: &mut Vec<usize>) {
+        let node = &self.nodes[at];
+        out.extend_from_slice(&node.ending);
+        for &n in node.literal.values().chain(node.wild.iter()) {
+            self.subtree(n, out);
+        }
+    }
+}

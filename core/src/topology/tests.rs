@@ -950,3 +950,105 @@ fn check_thresholds_are_settings_kept_in_a_normal_form() {
         "the warning must come first",
     );
 }
+
+/// A small deterministic generator (xorshift64*), for the property tests.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+fn random_streams(rng: &mut Rng) -> Vec<StreamSpec> {
+    // Literal tokens, both wildcards, and the server's quirk: a token that
+    // only starts with `*` or `>` counts as a wildcard where it compares
+    // tokens, and as a literal elsewhere.
+    const TOKENS: &[&str] = &["a", "b", "c", "*", ">", "*x", ">y", "ab"];
+    (0..2 + rng.below(5))
+        .map(|i| {
+            let subjects: Vec<Value> = (0..1 + rng.below(5))
+                .map(|_| {
+                    let n = 1 + rng.below(4);
+                    let tokens: Vec<&str> =
+                        (0..n).map(|_| TOKENS[rng.below(TOKENS.len())]).collect();
+                    Value::String(tokens.join("."))
+                })
+                .collect();
+            let mut config = serde_json::Map::new();
+            config.insert("name".into(), json!(format!("S{i}")));
+            config.insert("subjects".into(), Value::Array(subjects));
+            StreamSpec {
+                name: format!("S{i}"),
+                config,
+                consumers: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn indexed_overlap_agrees_with_the_pairwise_rule_on_random_subjects() {
+    let lines = source::Lines::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut found = 0;
+    for _ in 0..20_000 {
+        let streams = random_streams(&mut rng);
+        let mut pairwise = schema::Ctx {
+            file: None,
+            lines: &lines,
+            problems: Vec::new(),
+        };
+        validate::cross_stream_overlap_pairwise(&mut pairwise, &streams);
+        let mut indexed = schema::Ctx {
+            file: None,
+            lines: &lines,
+            problems: Vec::new(),
+        };
+        validate::cross_stream_overlap_indexed(&mut indexed, &streams);
+        assert_eq!(indexed.problems, pairwise.problems, "{streams:?}");
+        found += pairwise.problems.len();
+    }
+    assert!(
+        found > 1000,
+        "the sets must overlap often to test anything: {found}"
+    );
+}
+
+#[test]
+fn overlap_of_many_disjoint_subjects_is_found_without_comparing_every_pair() {
+    // 100,000 subjects in 25,000 streams, one overlap planted at the end.
+    let mut streams: Vec<StreamSpec> = (0..25_000)
+        .map(|i| {
+            let subjects: Vec<Value> = (0..4)
+                .map(|j| json!(format!("tenant{i}.svc{j}.>")))
+                .collect();
+            let mut config = serde_json::Map::new();
+            config.insert("name".into(), json!(format!("S{i}")));
+            config.insert("subjects".into(), Value::Array(subjects));
+            StreamSpec {
+                name: format!("S{i}"),
+                config,
+                consumers: Vec::new(),
+            }
+        })
+        .collect();
+    streams[24_999].config["subjects"][3] = json!("tenant7.*.x");
+    let lines = source::Lines::new();
+    let mut ctx = schema::Ctx {
+        file: None,
+        lines: &lines,
+        problems: Vec::new(),
+    };
+    validate::cross_stream_overlap_indexed(&mut ctx, &streams);
+    let fields: Vec<&str> = ctx.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec!["streams.S24999.subjects.3"; 4],
+        "{:?}",
+        ctx.problems
+    );
+}
