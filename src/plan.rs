@@ -102,7 +102,11 @@ impl Problem {
 ///
 /// ``action`` is one of ``create``, ``update``, ``destructive``, ``blocked``,
 /// ``unchanged`` or ``unmanaged``; ``diff`` maps a field to ``(live, desired)``;
-/// ``reason`` explains a blocked or destructive change.
+/// ``reason`` explains a blocked or destructive change. In the plan an
+/// apply returns or raises with, ``outcome`` says what became of it
+/// (``applied``, ``failed`` with the server's ``error``, ``not_attempted``
+/// after an earlier failure, ``left_alone`` under create-only; ``None`` for
+/// what needed nothing and in a plan).
 #[pyclass(frozen, get_all, module = "natsbus")]
 pub struct Change {
     action: String,
@@ -110,6 +114,8 @@ pub struct Change {
     consumer: Option<String>,
     diff: Py<PyDict>,
     reason: Option<String>,
+    outcome: Option<String>,
+    error: Option<String>,
 }
 
 impl Change {
@@ -129,6 +135,8 @@ impl Change {
             consumer: text("consumer"),
             diff: diff.unbind(),
             reason: text("reason"),
+            outcome: text("outcome"),
+            error: text("error"),
         })
     }
 
@@ -140,7 +148,8 @@ impl Change {
 #[pymethods]
 impl Change {
     #[new]
-    #[pyo3(signature = (action, stream, consumer=None, diff=None, reason=None))]
+    #[pyo3(signature = (action, stream, consumer=None, diff=None, reason=None, outcome=None, error=None))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         py: Python<'_>,
         action: String,
@@ -148,6 +157,8 @@ impl Change {
         consumer: Option<String>,
         diff: Option<&Bound<'_, PyDict>>,
         reason: Option<String>,
+        outcome: Option<String>,
+        error: Option<String>,
     ) -> PyResult<Self> {
         let copy = PyDict::new(py);
         if let Some(d) = diff {
@@ -163,6 +174,8 @@ impl Change {
             consumer,
             diff: copy.unbind(),
             reason,
+            outcome,
+            error,
         })
     }
 
@@ -198,6 +211,10 @@ impl Change {
         }
         d.set_item("diff", diff)?;
         d.set_item("reason", self.reason.as_deref())?;
+        if self.outcome.is_some() {
+            d.set_item("outcome", self.outcome.as_deref())?;
+            d.set_item("error", self.error.as_deref())?;
+        }
         Ok(d)
     }
 
@@ -232,6 +249,10 @@ impl Change {
 pub struct Plan {
     changes: Vec<Py<Change>>,
     text: Option<String>,
+    /// The text with every unmanaged stream and consumer named.
+    text_unmanaged: Option<String>,
+    /// The text of the changes alone.
+    text_changes: Option<String>,
 }
 
 impl Plan {
@@ -246,9 +267,12 @@ impl Plan {
         {
             changes.push(Py::new(py, Change::from_value(py, c)?)?);
         }
+        let text = |k: &str| v.get(k).and_then(|t| t.as_str()).map(str::to_string);
         Ok(Plan {
             changes,
-            text: v.get("text").and_then(|t| t.as_str()).map(str::to_string),
+            text: text("text"),
+            text_unmanaged: text("text_unmanaged"),
+            text_changes: text("text_changes"),
         })
     }
 
@@ -262,7 +286,30 @@ impl Plan {
     #[new]
     #[pyo3(signature = (changes, text=None))]
     fn py_new(changes: Vec<Py<Change>>, text: Option<String>) -> Self {
-        Plan { changes, text }
+        Plan {
+            changes,
+            text,
+            text_unmanaged: None,
+            text_changes: None,
+        }
+    }
+
+    /// The readable plan: ``str(plan)`` counts what is unmanaged in one line;
+    /// ``unmanaged=True`` names each unmanaged stream and consumer;
+    /// ``changes_only=True`` shows only what is to change or was refused.
+    #[pyo3(signature = (*, unmanaged=false, changes_only=false))]
+    fn render(&self, py: Python<'_>, unmanaged: bool, changes_only: bool) -> String {
+        let chosen = if changes_only {
+            self.text_changes.as_ref()
+        } else if unmanaged {
+            self.text_unmanaged.as_ref()
+        } else {
+            None
+        };
+        match chosen {
+            Some(t) => t.clone(),
+            None => self.__str__(py),
+        }
     }
 
     /// A plan from its ``to_dict()`` form.

@@ -148,14 +148,14 @@ impl Health {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Health(ok={}, connected={}, server_version={:?}, rtt={}, jetstream={}, streams={}, consumers={}, problems={:?})",
-            py_bool(self.ok()),
+            "Health(connected={}, server_version={:?}, rtt={}, jetstream={}, streams={}, consumers={}, ok={}, problems={:?})",
             py_bool(self.connected),
             self.server_version,
             self.rtt.map(|r| format!("{r:.6}")).unwrap_or_else(|| "None".into()),
             py_bool(self.jetstream),
             self.streams.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
             self.consumers.map(|n| n.to_string()).unwrap_or_else(|| "None".into()),
+            py_bool(self.ok()),
             self.problems,
         )
     }

@@ -325,7 +325,8 @@ async def test_unmanaged_streams_are_reported_and_never_deleted(fresh_server: Na
         plan = await bus.plan(_single_stream("MANAGED"))
         unmanaged = plan.by_action("unmanaged")
         assert [(c.stream, c.consumer) for c in unmanaged] == [("LEGACY", None)]
-        assert "LEGACY" in str(plan)
+        assert "1 stream on the server but not in the topology" in str(plan)
+        assert "- unmanaged stream LEGACY" in plan.render(unmanaged=True)
 
         assert await message_count(bus, "LEGACY") == 1
         assert not plan.pending

@@ -72,6 +72,8 @@ class Change:
         consumer: Optional[str] = None,
         diff: Optional[dict[str, tuple[Any, Any]]] = None,
         reason: Optional[str] = None,
+        outcome: Optional[str] = None,
+        error: Optional[str] = None,
     ) -> Change: ...
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Change:
@@ -86,6 +88,12 @@ class Change:
     def diff(self) -> dict[str, tuple[Any, Any]]: ...
     @property
     def reason(self) -> Optional[str]: ...
+    @property
+    def outcome(self) -> Optional[str]:
+        """After an apply: ``applied``, ``failed``, ``not_attempted`` or ``left_alone``."""
+    @property
+    def error(self) -> Optional[str]:
+        """The server's error when ``outcome`` is ``failed``."""
     @property
     def target(self) -> str:
         """``stream STREAM`` or ``consumer STREAM/NAME``."""
@@ -106,6 +114,8 @@ class Plan:
     def pending(self) -> bool:
         """True when applying would create, update or refuse something."""
     def by_action(self, action: str) -> list[Change]: ...
+    def render(self, *, unmanaged: bool = False, changes_only: bool = False) -> str:
+        """The readable plan, with every unmanaged resource named or only the changes."""
     def to_dict(self) -> dict[str, Any]: ...
     def __bool__(self) -> bool: ...
 

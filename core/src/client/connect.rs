@@ -277,7 +277,11 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connected> {
                     if let async_nats::ServerError::Other(text) = &e {
                         events.server_error(text);
                     }
-                    events.emit("server_error", format!("server error: {e}"));
+                    let text = match &e {
+                        async_nats::ServerError::Other(t) => t.clone(),
+                        other => other.to_string(),
+                    };
+                    events.emit("server_error", format!("server error: {text}"));
                 }
                 Event::ClientError(e) => {
                     events.emit("client_error", format!("client error: {e}"));

@@ -12,7 +12,7 @@
 use serde_json::{json, Value};
 
 use super::live::{LiveState, LiveStream};
-use super::plan::{plan, plan_stream, Action, Change, Plan, PlanOptions};
+use super::plan::{plan, plan_stream, Action, Change, Outcome, Plan, PlanOptions};
 use super::schema::human;
 use super::schema::{CONSUMER_FIELDS, STREAM_FIELDS};
 use super::Topology;
@@ -128,7 +128,12 @@ pub async fn fetch_declared(
 ) -> Result<LiveState> {
     use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-    let mut live = LiveState::new(js.client.server_info().version);
+    let info = js.client.server_info();
+    let mut live = LiveState::new(info.version.clone());
+    // Through a domain the JetStream answering is another server's.
+    if js.prefix() == "$JS.API" {
+        live.clustered = Some(info.cluster.as_deref().is_some_and(|c| !c.is_empty()));
+    }
     let declared = topology.stream_names();
     let others = async {
         if list_others {
@@ -316,6 +321,15 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
         return Err(e);
     }
     let version = live.version();
+    for c in &mut plan.changes {
+        c.outcome = if opts.executes(c.action) {
+            Some(Outcome::NotAttempted)
+        } else if c.action.is_pending() {
+            Some(Outcome::LeftAlone)
+        } else {
+            None
+        };
+    }
 
     // Streams first: updates before creates (so subjects moved from one
     // stream to another are free before the new owner claims them), creates
@@ -349,21 +363,25 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
         let mut failed = None;
         for (&i, outcome) in step.iter().zip(outcomes) {
             match outcome {
-                Ok(Raced::Sent) => {}
-                Ok(Raced::Replanned(replanned, consumers)) => {
+                Ok(Raced::Sent) => plan.changes[i].outcome = Some(Outcome::Applied),
+                Ok(Raced::Replanned(again)) => {
+                    let (mut replanned, consumers) = *again;
                     // Keep the reported plan truthful about what was done.
+                    replanned.outcome = opts.executes(replanned.action).then_some(Outcome::Applied);
                     plan.changes[i] = replanned;
-                    for c in consumers {
+                    for mut c in consumers {
                         if let Some(slot) = plan
                             .changes
                             .iter_mut()
                             .find(|x| x.stream == c.stream && x.consumer == c.consumer)
                         {
+                            c.outcome = opts.executes(c.action).then_some(Outcome::NotAttempted);
                             *slot = c;
                         }
                     }
                 }
                 Err((e, what)) => {
+                    plan.changes[i].outcome = Some(Outcome::Failed(e.message.clone()));
                     failed.get_or_insert((e, what));
                 }
             }
@@ -391,7 +409,17 @@ pub async fn apply(js: &JetStream, topology: &Topology, opts: &ApplyOptions) -> 
         })
         .collect();
     let outcomes = run_window(tasks).await;
-    if let Some((e, what)) = outcomes.into_iter().find_map(|o| o.err()) {
+    let mut failed = None;
+    for (&i, outcome) in consumers.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => plan.changes[i].outcome = Some(Outcome::Applied),
+            Err((e, what)) => {
+                plan.changes[i].outcome = Some(Outcome::Failed(e.message.clone()));
+                failed.get_or_insert((e, what));
+            }
+        }
+    }
+    if let Some((e, what)) = failed {
         return Err(apply_error(e, &what, &plan));
     }
     Ok(plan)
@@ -458,7 +486,7 @@ enum Raced {
     Sent,
     /// Someone else changed the stream meanwhile: the plan for it now (and
     /// its consumers'), whatever of it was sent.
-    Replanned(Change, Vec<Change>),
+    Replanned(Box<(Change, Vec<Change>)>),
 }
 
 /// Send a stream change; when it loses a race (someone created it, 10058,
@@ -497,7 +525,7 @@ async fn send_stream_raced(
         }
     }
     Ok(match replanned {
-        Some((c, consumers)) => Raced::Replanned(c, consumers),
+        Some(again) => Raced::Replanned(Box::new(again)),
         None => Raced::Sent,
     })
 }

@@ -86,6 +86,9 @@ pub struct LiveState {
     /// Streams known by name only (the rest of a shared server, read for
     /// the plan's list of unmanaged streams without their configs).
     pub others: Vec<String>,
+    /// Whether the JetStream answering is clustered (`None`: not known,
+    /// e.g. a domain reached through a leafnode).
+    pub clustered: Option<bool>,
 }
 
 impl LiveState {
@@ -94,6 +97,7 @@ impl LiveState {
             server_version: server_version.into(),
             streams: Vec::new(),
             others: Vec::new(),
+            clustered: None,
         }
     }
 

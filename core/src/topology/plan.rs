@@ -17,6 +17,7 @@ use super::live::{LiveState, LiveStream};
 use super::normalize::{
     self, filters, flag, is_empty, same, text, text_list, CONSUMER_IGNORED, STREAM_IGNORED,
 };
+use super::render::Render;
 use super::schema::{human, Field, Version, CONSUMER_FIELDS, STREAM_FIELDS};
 use super::{ConsumerSpec, StreamSpec, Topology, MANAGED_KEY};
 use crate::subjects::{collide, is_subset};
@@ -82,6 +83,32 @@ pub struct Change {
     pub reason: Option<String>,
     /// The request body apply will send (stream config, or consumer create request).
     pub body: Option<Value>,
+    /// What became of it in an apply (`None` in a plan).
+    pub outcome: Option<Outcome>,
+}
+
+/// What an apply did with one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent, and the server took it.
+    Applied,
+    /// Sent, and the server refused it with this error.
+    Failed(String),
+    /// Not sent: an earlier change failed.
+    NotAttempted,
+    /// Not sent on purpose: create-only leaves what exists as it is.
+    LeftAlone,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Failed(_) => "failed",
+            Outcome::NotAttempted => "not_attempted",
+            Outcome::LeftAlone => "left_alone",
+        }
+    }
 }
 
 impl Change {
@@ -135,16 +162,30 @@ impl Plan {
                     .iter()
                     .map(|(k, (l, d))| (k.clone(), json!([l, d])))
                     .collect();
-                json!({
+                let mut v = json!({
                     "action": c.action.as_str(),
                     "stream": c.stream,
                     "consumer": c.consumer,
                     "diff": diff,
                     "reason": c.reason,
-                })
+                });
+                if let Some(o) = &c.outcome {
+                    v["outcome"] = json!(o.as_str());
+                    v["error"] = match o {
+                        Outcome::Failed(e) => json!(e),
+                        _ => Value::Null,
+                    };
+                }
+                v
             })
             .collect();
-        json!({"pending": self.is_pending(), "changes": changes, "text": self.render()})
+        json!({
+            "pending": self.is_pending(),
+            "changes": changes,
+            "text": self.render(),
+            "text_unmanaged": self.render_as(&PlanOptions::default(), Render::Everything),
+            "text_changes": self.render_as(&PlanOptions::default(), Render::ChangesOnly),
+        })
     }
 }
 
@@ -167,7 +208,8 @@ pub fn plan(desired: &Topology, live: &LiveState, opts: &PlanOptions) -> Plan {
     let mut stream_changes = Vec::new();
     let mut consumer_changes = Vec::new();
     for spec in desired.streams() {
-        let (s, c) = plan_stream(spec, live.stream(&spec.name), version, &foreign);
+        let (mut s, c) = plan_stream(spec, live.stream(&spec.name), version, &foreign);
+        refuse_replicas(&mut s, spec, live.clustered);
         stream_changes.push(s);
         consumer_changes.extend(c);
     }
@@ -198,6 +240,34 @@ pub fn plan(desired: &Topology, live: &LiveState, opts: &PlanOptions) -> Plan {
     Plan { changes }
 }
 
+/// A server that is not clustered refuses a stream with more than one
+/// replica (10074): say so in the plan, before anything is sent.
+fn refuse_replicas(change: &mut Change, spec: &StreamSpec, clustered: Option<bool>) {
+    let replicas = spec
+        .config
+        .get("num_replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    if clustered != Some(false)
+        || replicas <= 1
+        || !matches!(
+            change.action,
+            Action::Create | Action::Update | Action::Destructive
+        )
+    {
+        return;
+    }
+    let why = format!(
+        "replicas {replicas} on a server that is not clustered: the server refuses it (10074); \
+         declare replicas: 1 for this server (e.g. replicas: ${{NATS_REPLICAS:-1}}) or apply it to a cluster"
+    );
+    change.action = Action::Blocked;
+    change.reason = Some(match change.reason.take() {
+        Some(r) => format!("{why}; {r}"),
+        None => why,
+    });
+}
+
 fn unmanaged(stream: &str, consumer: Option<&str>) -> Change {
     Change {
         action: Action::Unmanaged,
@@ -206,6 +276,7 @@ fn unmanaged(stream: &str, consumer: Option<&str>) -> Change {
         diff: BTreeMap::new(),
         reason: None,
         body: None,
+        outcome: None,
     }
 }
 
@@ -522,6 +593,7 @@ impl Verdict {
             diff,
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
             body,
+            outcome: None,
         }
     }
 }

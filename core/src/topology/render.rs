@@ -4,7 +4,20 @@
 
 use std::fmt::Write as _;
 
-use super::plan::{Action, Plan, PlanOptions};
+use super::plan::{Action, Change, Outcome, Plan, PlanOptions};
+
+/// How much of a plan to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Render {
+    /// Every declared stream and consumer; what is unmanaged as one count
+    /// (a shared server's other streams would drown the plan).
+    #[default]
+    Summary,
+    /// Also every unmanaged stream and consumer by name.
+    Everything,
+    /// Only what is to change or refused (and what an apply did).
+    ChangesOnly,
+}
 use super::schema::{human, Field, CONSUMER_FIELDS, STREAM_FIELDS};
 
 impl Plan {
@@ -14,6 +27,10 @@ impl Plan {
     }
 
     pub fn render_with(&self, opts: &PlanOptions) -> String {
+        self.render_as(opts, Render::Summary)
+    }
+
+    pub fn render_as(&self, opts: &PlanOptions, how: Render) -> String {
         let mut out = String::new();
         let count = |a: Action| self.changes.iter().filter(|c| c.action == a).count();
         let mut summary = Vec::new();
@@ -44,8 +61,34 @@ impl Plan {
                 " (nothing to do)"
             }
         );
+        let applied = self.changes.iter().any(|c| c.outcome.is_some());
+        let unmanaged: Vec<&Change> = self
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Unmanaged)
+            .collect();
         for c in &self.changes {
-            let head = match c.action {
+            let hidden = match how {
+                Render::Everything => false,
+                Render::Summary => c.action == Action::Unmanaged,
+                Render::ChangesOnly => !c.action.is_pending(),
+            };
+            if hidden {
+                continue;
+            }
+            // An apply's plan reads like the plan where all went well;
+            // what failed or was never sent says so.
+            let done =
+                applied && c.action.is_pending() && !matches!(c.outcome, Some(Outcome::Applied));
+            let head = match (&c.outcome, c.action) {
+                (Some(Outcome::Failed(e)), a) if done => {
+                    format!("x FAILED to {} {}: {e}", a.as_str(), c.what())
+                }
+                (Some(Outcome::LeftAlone), a) if done => {
+                    format!("= left alone ({} under create-only) {}", a.as_str(), c.what())
+                }
+                (_, a) if done => format!("? not attempted: {} {}", a.as_str(), c.what()),
+                _ => match c.action {
                 Action::Create => format!("+ create {}", c.what()),
                 Action::Update => format!("~ update {}", c.what()),
                 Action::Destructive if opts.allow_destructive => {
@@ -60,6 +103,7 @@ impl Plan {
                 Action::Unmanaged => {
                     format!("- unmanaged {}: on the server but not in the topology (left alone)", c.what())
                 }
+                },
             };
             out.push_str(&head);
             out.push('\n');
@@ -83,6 +127,29 @@ impl Plan {
             if let Some(r) = &c.reason {
                 let _ = writeln!(out, "    why: {r}");
             }
+        }
+        if how == Render::Summary && !unmanaged.is_empty() {
+            let streams = unmanaged.iter().filter(|c| c.consumer.is_none()).count();
+            let consumers = unmanaged.len() - streams;
+            let mut parts = Vec::new();
+            if streams > 0 {
+                parts.push(format!(
+                    "{streams} stream{}",
+                    if streams == 1 { "" } else { "s" }
+                ));
+            }
+            if consumers > 0 {
+                parts.push(format!(
+                    "{consumers} consumer{}",
+                    if consumers == 1 { "" } else { "s" }
+                ));
+            }
+            let _ = writeln!(
+                out,
+                "- unmanaged: {} on the server but not in the topology (left alone; \
+                 --unmanaged / plan.render(unmanaged=True) lists them)",
+                parts.join(" and ")
+            );
         }
         out
     }

@@ -68,6 +68,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def shown(plan: natsbus.Plan, args: argparse.Namespace) -> str:
+    """The plan as --unmanaged / --changes-only ask for it."""
+    return plan.render(unmanaged=args.unmanaged, changes_only=args.changes_only).rstrip()
+
+
 async def cmd_plan(args: argparse.Namespace) -> int:
     """What apply would do; exit 2 when anything is pending."""
     topo = load_topology(args.topology)
@@ -76,7 +81,7 @@ async def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print_json(plan.to_dict())
     else:
-        print(str(plan).rstrip())
+        print(shown(plan, args))
     return EXIT_PENDING if plan.pending else EXIT_OK
 
 
@@ -108,7 +113,7 @@ async def cmd_apply(args: argparse.Namespace) -> int:
                     }
                 )
             elif refused is not None:
-                print(str(refused).rstrip())
+                print(shown(refused, args))
             eprint(f"error: {exc}")
             return EXIT_ERROR
     finally:
@@ -116,7 +121,7 @@ async def cmd_apply(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"applied": True, "error": None, "plan": plan.to_dict()})
     else:
-        print(str(plan).rstrip())
+        print(shown(plan, args))
     return EXIT_OK
 
 
@@ -137,7 +142,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
                     }
                 )
             elif drift is not None:
-                print(str(drift).rstrip())
+                print(shown(drift, args))
             eprint(f"error: {exc}")
             return EXIT_ERROR
     if args.json:

@@ -141,6 +141,21 @@ def json_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
 
 
+def plan_view_flags(parser: argparse.ArgumentParser) -> None:
+    """How much of a plan to print: unmanaged resources are one count line by default."""
+    parser.add_argument(
+        "--unmanaged",
+        action="store_true",
+        help="name every stream and consumer on the server that the topology does not declare "
+        "(by default they are counted in one line)",
+    )
+    parser.add_argument(
+        "--changes-only",
+        action="store_true",
+        help="print only what is to change or was refused, not what is unchanged",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``natsbus`` command."""
     parser = Parser(
@@ -180,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="plan destructive changes as allowed",
     )
     json_flag(p, "the plan")
+    plan_view_flags(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
@@ -208,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait up to DURATION (500ms, 30s, 2m) for the server and JetStream to be ready",
     )
     json_flag(p, "the executed plan")
+    plan_view_flags(p)
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser(
@@ -219,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("topology", metavar="TOPOLOGY")
     json_flag(p, "the result")
+    plan_view_flags(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -354,6 +372,8 @@ def _log_warnings_to_stderr() -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Lower())
+    # An error the server sends fails the command, which reports it itself.
+    handler.addFilter(lambda r: not r.getMessage().startswith("server error:"))
     handler.setLevel(logging.WARNING)
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
