@@ -4,11 +4,16 @@
 
     natsbus validate TOPOLOGY                 offline checks only; exit 0 ok, 1 problems
     natsbus plan     TOPOLOGY                 exit 0 nothing to do, 2 changes pending, 1 error
-    natsbus apply    TOPOLOGY [--allow-destructive] [--wait 30s]
+    natsbus apply    TOPOLOGY [--allow-destructive] [--create-only] [--wait 30s]
     natsbus verify   TOPOLOGY                 exit 0 live matches, 1 drift or missing
-    natsbus status   [TOPOLOGY]               streams and consumers with their counters
+    natsbus status   [TOPOLOGY | STREAM]      streams and consumers with their counters
+    natsbus check    [TOPOLOGY] [thresholds]  exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     natsbus export   [STREAM ...]             live server config as a topology file
+    natsbus dead-letters STREAM [--redrive]   list or re-drive dead letters
     natsbus server   [--port N] [--store-dir D]   embedded JetStream server for development
+
+plan, apply and verify take ``--unmanaged`` (name what the topology does not declare) and
+``--changes-only``.
 
 Every command that talks to a server takes the connection flags (``-s/--server``, ``--user``,
 ``--password``, ``--token``, ``--creds``, ``--nkey``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``,
