@@ -73,3 +73,41 @@ def test_readers_are_generic_in_their_model(tmp_path: Path) -> None:
     ], out
     errors = [line for line in out.splitlines() if ": error:" in line]
     assert len(errors) == 1 and '"Task" has no attribute "nope"' in errors[0], out
+
+
+OPERATOR_CODE = """
+import natsbus
+
+async def on_event(event: natsbus.Event) -> None:
+    print(event.kind, event.server, event.message, event.time)
+
+async def main() -> int:
+    async with natsbus.connect(wait=30, heal=True, on_event=on_event) as bus:
+        plan = await bus.ensure_streams("topology.yaml", create_only=True)
+        outcomes = [(c.target, c.outcome, c.error) for c in plan.changes]
+        text: str = plan.render(unmanaged=True, changes_only=False)
+        health = await bus.health()
+        problems: list[str] = health.problems
+        ok: bool = health.to_dict()["ok"] and bus.heals
+        report = await bus.check(lag_warn=1000, lag_crit=10_000, inactive_crit="5m")
+        status: str = report.status
+        async with await bus.serve_probes(0, host="127.0.0.1") as probes:
+            port: int = probes.port
+        async for event in bus.events():
+            kind: str = event.kind
+            break
+        return report.exit_code
+"""
+
+
+def test_the_operability_api_type_checks_under_strict_mypy(tmp_path: Path) -> None:
+    source = tmp_path / "operator_code.py"
+    source.write_text(textwrap.dedent(OPERATOR_CODE))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--strict", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
