@@ -160,3 +160,13 @@ async def test_concurrent_agents_applying_one_topology_all_succeed(
         assert len(again.by_action("unchanged")) == 20 * 4
     finally:
         await asyncio.gather(*(b.close() for b in buses))
+
+
+async def test_plan_refuses_more_replicas_than_the_cluster_has(nats_cluster: Any) -> None:
+    topology = {"streams": {"R5": {"subjects": ["r5.>"], "replicas": 5, "storage": "memory"}}}
+    async with natsbus.connect(nats_cluster.urls) as bus:
+        plan = await bus.plan(topology)
+        (change,) = plan.by_action("blocked")
+        assert change.reason and "on a cluster of 3 servers" in change.reason
+        r3 = await bus.plan({"streams": {"R3": {"subjects": ["r3p.>"], "replicas": 3}}})
+        assert not r3.by_action("blocked")

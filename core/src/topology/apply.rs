@@ -133,6 +133,7 @@ pub async fn fetch_declared(
     // Through a domain the JetStream answering is another server's.
     if js.prefix() == "$JS.API" {
         live.clustered = Some(info.cluster.as_deref().is_some_and(|c| !c.is_empty()));
+        live.cluster_size = (!info.connect_urls.is_empty()).then_some(info.connect_urls.len());
     }
     let declared = topology.stream_names();
     let others = async {

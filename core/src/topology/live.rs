@@ -89,6 +89,9 @@ pub struct LiveState {
     /// Whether the JetStream answering is clustered (`None`: not known,
     /// e.g. a domain reached through a leafnode).
     pub clustered: Option<bool>,
+    /// How many servers the cluster advertises to clients (`None`: not
+    /// known, e.g. `no_advertise`).
+    pub cluster_size: Option<usize>,
 }
 
 impl LiveState {
@@ -98,6 +101,7 @@ impl LiveState {
             streams: Vec::new(),
             others: Vec::new(),
             clustered: None,
+            cluster_size: None,
         }
     }
 

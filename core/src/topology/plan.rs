@@ -209,7 +209,7 @@ pub fn plan(desired: &Topology, live: &LiveState, opts: &PlanOptions) -> Plan {
     let mut consumer_changes = Vec::new();
     for spec in desired.streams() {
         let (mut s, c) = plan_stream(spec, live.stream(&spec.name), version, &foreign);
-        refuse_replicas(&mut s, spec, live.clustered);
+        refuse_replicas(&mut s, spec, live.clustered, live.cluster_size);
         stream_changes.push(s);
         consumer_changes.extend(c);
     }
@@ -242,14 +242,18 @@ pub fn plan(desired: &Topology, live: &LiveState, opts: &PlanOptions) -> Plan {
 
 /// A server that is not clustered refuses a stream with more than one
 /// replica (10074): say so in the plan, before anything is sent.
-fn refuse_replicas(change: &mut Change, spec: &StreamSpec, clustered: Option<bool>) {
+fn refuse_replicas(
+    change: &mut Change,
+    spec: &StreamSpec,
+    clustered: Option<bool>,
+    cluster_size: Option<usize>,
+) {
     let replicas = spec
         .config
         .get("num_replicas")
         .and_then(Value::as_i64)
         .unwrap_or(1);
-    if clustered != Some(false)
-        || replicas <= 1
+    if replicas <= 1
         || !matches!(
             change.action,
             Action::Create | Action::Update | Action::Destructive
@@ -257,10 +261,17 @@ fn refuse_replicas(change: &mut Change, spec: &StreamSpec, clustered: Option<boo
     {
         return;
     }
-    let why = format!(
-        "replicas {replicas} on a server that is not clustered: the server refuses it (10074); \
-         declare replicas: 1 for this server (e.g. replicas: ${{NATS_REPLICAS:-1}}) or apply it to a cluster"
-    );
+    let why = match (clustered, cluster_size) {
+        (Some(false), _) => format!(
+            "replicas {replicas} on a server that is not clustered: the server refuses it (10074); \
+             declare replicas: 1 for this server (e.g. replicas: ${{NATS_REPLICAS:-1}}) or apply it to a cluster"
+        ),
+        (Some(true), Some(size)) if replicas as usize > size => format!(
+            "replicas {replicas} on a cluster of {size} servers (as it advertises them to clients): \
+             the server can not place that many (10074); declare replicas: {size} or fewer"
+        ),
+        _ => return,
+    };
     change.action = Action::Blocked;
     change.reason = Some(match change.reason.take() {
         Some(r) => format!("{why}; {r}"),
