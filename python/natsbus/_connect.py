@@ -61,6 +61,23 @@ def _redacted(servers: list[str]) -> list[str]:
     return out
 
 
+def _env_timeout() -> float:
+    """``$NATS_TIMEOUT`` as natscli reads it (``5s``, ``500ms``, or seconds), else 5 s."""
+    text = os.environ.get("NATS_TIMEOUT")
+    if not text:
+        return 5.0
+    from .cli._durations import parse_duration
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise errors.InvalidArgumentError(f"$NATS_TIMEOUT: {e}") from None
+
+
 def _path(p: Optional[PathLike]) -> Optional[str]:
     return None if p is None else os.fspath(p)
 
@@ -183,7 +200,7 @@ def connect(
     tls: Optional[TLS] = None,
     name: Optional[str] = None,
     topology: Any = None,
-    connect_timeout: float = 5.0,
+    connect_timeout: Optional[float] = None,
     max_reconnects: Optional[int] = None,
     direct_publish: bool = True,
     inbox_prefix: Optional[str] = None,
@@ -191,6 +208,7 @@ def connect(
     wait: float = 0.0,
     heal: bool = True,
     on_event: Optional[EventCallback] = None,
+    context: Optional[str] = None,
 ) -> Connecting:
     """Connect to NATS.
 
@@ -230,6 +248,14 @@ def connect(
     consumers, server errors, heals); they are also logged under
     ``natsbus.connection`` and readable as ``async for e in bus.events()``.
 
+    ``context``: a natscli context (``nats context add``) by name or path,
+    default ``$NATS_CONTEXT``: its servers, credentials, TLS files, inbox
+    prefix and JetStream domain are used for what is not given here or in
+    the ``NATS_*`` variables (``NATS_URL``, ``NATS_USER``/``NATS_PASSWORD``,
+    ``NATS_TOKEN``, ``NATS_CREDS``, ``NATS_NKEY``, ``NATS_CA``,
+    ``NATS_CERT``, ``NATS_KEY``, ``NATS_TIMEOUT`` as natscli reads them).
+    ``connect_timeout`` defaults to ``$NATS_TIMEOUT``, else 5 s.
+
     A rejected credential raises ``AuthError`` and an unreachable server
     ``ConnectError``, each within ``connect_timeout`` seconds. A subject or
     inbox the server does not let this user use raises ``AuthError`` naming
@@ -237,17 +263,41 @@ def connect(
 
     Use ``bus = await natsbus.connect(...)`` or ``async with natsbus.connect(...) as bus:``.
     """
+    from ._context import named_context
+
+    env = os.environ
+    ctx = named_context(context)
     explicit = any(x is not None for x in (user, password, token, nkey_seed, creds))
     if not explicit:
-        env = os.environ
         if env.get("NATS_USER") or env.get("NATS_PASSWORD"):
             user, password = env.get("NATS_USER"), env.get("NATS_PASSWORD")
         elif env.get("NATS_TOKEN"):
             token = env["NATS_TOKEN"]
-        elif env.get("NATS_NKEY_SEED"):
-            nkey_seed = env["NATS_NKEY_SEED"]
+        elif env.get("NATS_NKEY_SEED") or env.get("NATS_NKEY"):
+            # NATS_NKEY is natscli's: a file holding the seed (natsbus reads either).
+            nkey_seed = env.get("NATS_NKEY_SEED") or env["NATS_NKEY"]
         elif env.get("NATS_CREDS"):
             creds = env["NATS_CREDS"]
+        elif ctx is not None:
+            user, password = ctx.get("user"), ctx.get("password")
+            token = ctx.get("token") if user is None else None
+            creds = ctx.get("creds")
+            nkey_seed = ctx.get("nkey")
+    if servers is None and not env.get("NATS_URL") and ctx is not None:
+        servers = ctx.get("url")
+    if tls is None:
+        ca = env.get("NATS_CA") or (ctx.get("ca") if ctx else None)
+        cert = env.get("NATS_CERT") or (ctx.get("cert") if ctx else None)
+        key = env.get("NATS_KEY") or (ctx.get("key") if ctx else None)
+        first = bool(ctx.get("tls_first")) if ctx else False
+        if ca or cert or key or first:
+            tls = TLS(ca=ca, cert=cert, key=key, handshake_first=first)
+    if inbox_prefix is None:
+        inbox_prefix = env.get("NATS_INBOX_PREFIX") or (ctx.get("inbox_prefix") if ctx else None)
+    if domain is None and ctx is not None:
+        domain = ctx.get("jetstream_domain")
+    if connect_timeout is None:
+        connect_timeout = _env_timeout()
     server_list = _servers(servers)
     kwargs: dict[str, Any] = {
         "user": user,
@@ -258,7 +308,7 @@ def connect(
         "name": name,
         "connect_timeout": connect_timeout,
         "max_reconnects": max_reconnects,
-        "inbox_prefix": inbox_prefix or os.environ.get("NATS_INBOX_PREFIX") or None,
+        "inbox_prefix": inbox_prefix or None,
         "domain": domain,
     }
     if tls is not None:

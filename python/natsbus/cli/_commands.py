@@ -13,7 +13,7 @@ import natsbus
 from .._check import CheckStatus
 from .._dead_letters import select
 from ._common import EXIT_ERROR, EXIT_OK, EXIT_PENDING, CliError, eprint, print_json
-from ._connection import connect_kwargs, connect_waiting, server_label, session
+from ._connection import connect_kwargs, connect_waiting, server_label, session, timeout_of
 from ._render import (
     problem_dict,
     render_dead_letters,
@@ -251,7 +251,7 @@ async def cmd_check(args: argparse.Namespace) -> int:
         return print_report(args, failed_check("unknown", message), brief=True)
     try:
         options = check_options(args)
-        report = await bus.check(**options, timeout=args.timeout)
+        report = await bus.check(**options, timeout=timeout_of(args))
     except Exception as exc:
         message = f"check failed: {exc or type(exc).__name__}"
         return print_report(args, failed_check("unknown", message), brief=True)

@@ -14,6 +14,15 @@ from .. import _natsbus
 from ._common import CliError, eprint
 
 
+def timeout_of(args: argparse.Namespace) -> float:
+    """--timeout, else $NATS_TIMEOUT (as natscli reads it), else 5 s."""
+    if args.timeout is not None:
+        return float(args.timeout)
+    from .._connect import _env_timeout
+
+    return _env_timeout()
+
+
 def connect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments for ``natsbus.connect`` from the connection flags and environment."""
     # With no credential flag, natsbus.connect reads $NATS_USER/$NATS_PASSWORD, $NATS_TOKEN,
@@ -48,9 +57,10 @@ def connect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "creds": args.creds,
         "tls": tls,
         "name": args.name,
-        "connect_timeout": args.timeout,
+        "connect_timeout": timeout_of(args),
         "inbox_prefix": args.inbox_prefix,
         "domain": args.domain,
+        "context": args.context,
         # The CLI does not publish: one connection is enough.
         "direct_publish": False,
     }
@@ -58,7 +68,15 @@ def connect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def server_label(args: argparse.Namespace) -> str:
     """The server address(es) for messages, without any credentials embedded in a URL."""
-    raw = args.server or os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
+    raw = args.server or os.environ.get("NATS_URL")
+    if not raw:
+        from .._context import named_context
+
+        try:
+            ctx = named_context(getattr(args, "context", None))
+        except natsbus.NatsbusError:
+            ctx = None
+        raw = (ctx.get("url") if ctx else None) or "nats://127.0.0.1:4222"
     return _natsbus.redact_url(raw)
 
 
@@ -81,7 +99,7 @@ async def connect_waiting(args: argparse.Namespace, wait: float) -> natsbus.Bus:
         remaining = deadline - time.monotonic()
         bus: Optional[natsbus.Bus] = None
         try:
-            kwargs["connect_timeout"] = max(0.1, min(args.timeout, remaining))
+            kwargs["connect_timeout"] = max(0.1, min(timeout_of(args), remaining))
             bus = await natsbus.connect(args.server, **kwargs)
             health = await bus.health(timeout=max(0.1, min(2.0, remaining)))
             if health.ok:

@@ -61,6 +61,14 @@ CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
             "else nats://127.0.0.1:4222)",
         },
     ),
+    (
+        ("--context",),
+        {
+            "metavar": "NAME",
+            "help": "natscli context (name or file) to take servers, credentials, TLS, inbox "
+            "prefix and domain from (default: $NATS_CONTEXT); flags and NATS_* variables win",
+        },
+    ),
     (("--user",), {"help": "user name (default: $NATS_USER)"}),
     (
         ("--password",),
@@ -70,11 +78,17 @@ CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--creds",), {"metavar": "FILE", "help": ".creds file (default: $NATS_CREDS)"}),
     (
         ("--nkey",),
-        {"metavar": "FILE", "help": "file holding an nkey seed (default: $NATS_NKEY_SEED)"},
+        {
+            "metavar": "FILE",
+            "help": "file holding an nkey seed (default: $NATS_NKEY, $NATS_NKEY_SEED)",
+        },
     ),
-    (("--tls-ca",), {"metavar": "FILE", "help": "CA bundle (PEM) to trust"}),
-    (("--tls-cert",), {"metavar": "FILE", "help": "client certificate (mutual TLS)"}),
-    (("--tls-key",), {"metavar": "FILE", "help": "client key (mutual TLS)"}),
+    (("--tls-ca",), {"metavar": "FILE", "help": "CA bundle (PEM) to trust (default: $NATS_CA)"}),
+    (
+        ("--tls-cert",),
+        {"metavar": "FILE", "help": "client certificate, mutual TLS (default: $NATS_CERT)"},
+    ),
+    (("--tls-key",), {"metavar": "FILE", "help": "client key, mutual TLS (default: $NATS_KEY)"}),
     (
         ("--tls-first",),
         {"action": "store_true", "help": "start the TLS handshake before the server's INFO"},
@@ -82,7 +96,11 @@ CONNECTION_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--name",), {"help": "connection name (default: natsbus-cli)"}),
     (
         ("--timeout",),
-        {"type": duration_arg, "metavar": "DURATION", "help": "connect timeout (default: 5s)"},
+        {
+            "type": duration_arg,
+            "metavar": "DURATION",
+            "help": "connect timeout (default: $NATS_TIMEOUT, else 5s)",
+        },
     ),
     (
         ("--inbox-prefix",),
@@ -111,7 +129,8 @@ CONNECTION_DEFAULTS: dict[str, Any] = {
     "tls_key": None,
     "tls_first": False,
     "name": "natsbus-cli",
-    "timeout": 5.0,
+    "context": None,
+    "timeout": None,
     "inbox_prefix": None,
     "domain": None,
 }
