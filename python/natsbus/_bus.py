@@ -339,14 +339,35 @@ class Bus:
         *,
         queue: Optional[str] = None,
         max_concurrency: int = 100,
+        name: Optional[str] = None,
+        version: str = "0.0.0",
+        description: Optional[str] = None,
+        metadata: Optional[dict[str, str]] = None,
     ) -> Awaitable[Service]:
         """Answer requests on ``subject`` with ``handler(msg)``; returns a running ``Service``.
 
         The handler may be sync or async; its return value is encoded like
         ``publish``. With ``queue``, instances share the requests.
+
+        The service speaks the NATS micro protocol: ``nats micro ls``,
+        ``nats micro info NAME`` and ``nats micro stats NAME`` (and any micro
+        client) find it as ``name`` (default: the subject's tokens joined by
+        ``-``) with ``version`` (semantic versioning), ``description`` and
+        ``metadata``, its endpoint and its request, error and processing-time
+        counters.
         """
         self._core.check_open(subject, queue)
-        return start_service(self, subject, handler, queue, max_concurrency)
+        return start_service(
+            self,
+            subject,
+            handler,
+            queue,
+            max_concurrency,
+            name=name,
+            version=version,
+            description=description,
+            metadata=metadata,
+        )
 
     @overload
     def subscribe(

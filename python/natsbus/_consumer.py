@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar, Union
 
 from . import _otel
+from ._micro import Micro, check_identity, default_name
 from ._natsbus import Message
 from .errors import ClosedError, InvalidArgumentError
 
@@ -324,6 +326,11 @@ class Service:
         self._tasks: set[asyncio.Task[None]] = set()
         self.handled = 0
         self.failed = 0
+        #: The last handler error as text ("" before any), for $SRV.STATS.
+        self.last_error = ""
+        #: Nanoseconds spent in the handler, all requests together.
+        self.processing_ns = 0
+        self.micro: Optional[Micro] = None
         self._runner: Optional[asyncio.Task[None]] = None
 
     def _start(self) -> None:
@@ -347,6 +354,7 @@ class Service:
     async def _handle(self, msg: Message[Any]) -> None:
         # A SERVER span around the handler, the child of the requester's (OpenTelemetry).
         traced = _otel.serve(msg, self.subject) if _otel.ENABLED else None
+        started = time.perf_counter_ns()
         try:
             result = self._handler(msg)
             if inspect.isawaitable(result):
@@ -356,6 +364,7 @@ class Service:
             self.handled += 1
         except Exception as exc:
             self.failed += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
             if traced is not None:
                 traced.fail(exc)
             log.exception("handler for %r failed", self.subject)
@@ -373,12 +382,15 @@ class Service:
                 except Exception:
                     log.exception("could not send the error reply for %r", self.subject)
         finally:
+            self.processing_ns += time.perf_counter_ns() - started
             if traced is not None:
                 traced.end()
             self._sem.release()
 
     async def stop(self) -> None:
         """Stop receiving and wait for requests in progress to finish."""
+        if self.micro is not None:
+            await self.micro.stop()
         await self._source.close()
         if self._runner is not None:
             self._runner.cancel()
@@ -393,6 +405,16 @@ class Service:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def name(self) -> Optional[str]:
+        """The name ``nats micro ls`` shows."""
+        return self.micro.name if self.micro is not None else None
+
+    @property
+    def id(self) -> Optional[str]:
+        """This instance's id in the micro protocol."""
+        return self.micro.id if self.micro is not None else None
 
     def __repr__(self) -> str:
         q = f" queue={self.queue!r}" if self.queue else ""
@@ -423,15 +445,24 @@ async def start_service(
     handler: Handler,
     queue: Optional[str] = None,
     max_concurrency: int = 100,
+    *,
+    name: Optional[str] = None,
+    version: str = "0.0.0",
+    description: Optional[str] = None,
+    metadata: Optional[dict[str, str]] = None,
 ) -> Service:
     if not callable(handler):
         raise InvalidArgumentError("handler must be callable: handler(msg) -> reply data")
     if max_concurrency < 1:
         raise InvalidArgumentError("max_concurrency must be at least 1")
+    name = name if name is not None else default_name(subject)
+    check_identity(name, version, metadata)
     source = await bus._core.subscribe(subject, queue)
     await _warn_if_a_stream_captures(bus, subject)
     service = Service(bus, source, subject, handler, queue, max_concurrency)
     if _otel.ENABLED:
         _otel.refresh()
     service._start()
+    service.micro = Micro(service, name, version, description, metadata)
+    await service.micro.start(bus)
     return service

@@ -82,7 +82,7 @@ def load_context(name: str) -> Context:
         raise errors.InvalidArgumentError(f"cannot read natscli context {path}: {e}") from None
     try:
         data = json.loads(raw)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise errors.InvalidArgumentError(
             f"natscli context {path} is not valid JSON: {e.msg} (line {e.lineno})"
         ) from None
