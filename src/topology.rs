@@ -27,10 +27,20 @@ pub struct Topology {
 
 #[pymethods]
 impl Topology {
-    /// Load and validate a topology file (`.yaml`, `.yml`, `.json`, `.toml`).
+    /// Load and validate a topology file (`.yaml`, `.yml`, `.json`, `.toml`);
+    /// several files and directories are merged into one (a stream declared
+    /// twice is a problem naming both places), and `"-"` reads stdin.
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Topology> {
-        let t = py.detach(|| core::Topology::load(&path)).py_err(py)?;
+    #[pyo3(signature = (path, *more))]
+    fn load(py: Python<'_>, path: PathBuf, more: Vec<PathBuf>) -> PyResult<Topology> {
+        let t = if more.is_empty() && path.as_os_str() != "-" && !path.is_dir() {
+            py.detach(|| core::Topology::load(&path))
+        } else {
+            let mut all = vec![path];
+            all.extend(more);
+            py.detach(|| core::Topology::load_many(&all))
+        }
+        .py_err(py)?;
         Ok(Topology { inner: Arc::new(t) })
     }
 
@@ -142,12 +152,29 @@ pub fn resolve(obj: &Bound<'_, PyAny>) -> PyResult<Arc<core::Topology>> {
     let fspath = py.import("os")?.getattr("fspath")?;
     if obj.is_instance_of::<PyString>() || obj.hasattr("__fspath__")? {
         let path: PathBuf = fspath.call1((obj,))?.extract()?;
-        return Ok(Topology::load(py, path)?.inner);
+        return Ok(Topology::load(py, path, Vec::new())?.inner);
+    }
+    // Several files: a list or tuple of paths, merged.
+    if obj.is_instance_of::<pyo3::types::PyList>() || obj.is_instance_of::<pyo3::types::PyTuple>() {
+        let mut paths = Vec::new();
+        for item in obj.try_iter()? {
+            paths.push(fspath.call1((item?,))?.extract::<PathBuf>()?);
+        }
+        if let Some((first, rest)) = paths.split_first() {
+            let t = py
+                .detach(|| {
+                    let mut all = vec![first.clone()];
+                    all.extend_from_slice(rest);
+                    core::Topology::load_many(&all)
+                })
+                .py_err(py)?;
+            return Ok(Arc::new(t));
+        }
     }
     Err(to_pyerr(
         py,
         &Error::invalid(format!(
-            "topology must be a path, a dict or a natsbus.Topology, not {}",
+            "topology must be a path (or a list of paths), a dict or a natsbus.Topology, not {}",
             crate::codec::type_name(obj)
         )),
     ))

@@ -112,7 +112,18 @@ async fn normalized_defaults_match_what_the_server_stores() {
     let applied = apply(&js(&client), &t, &ApplyOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(applied, before, "apply carries out the plan it showed");
+    assert!(
+        applied
+            .changes
+            .iter()
+            .all(|c| c.outcome == Some(natsbus_core::topology::plan::Outcome::Applied)),
+        "every change says it was applied"
+    );
+    let mut carried_out = applied.clone();
+    for c in &mut carried_out.changes {
+        c.outcome = None;
+    }
+    assert_eq!(carried_out, before, "apply carries out the plan it showed");
     let after = live_plan(&client, &t).await;
     assert!(
         !after.is_pending(),

@@ -261,7 +261,8 @@ class Message(Generic[_T]):
 class Topology:
     """A validated topology: streams and their consumers."""
     @staticmethod
-    def load(path: Union[str, os.PathLike[str]]) -> Topology: ...
+    def load(path: Union[str, os.PathLike[str]], *more: Union[str, os.PathLike[str]]) -> Topology:
+        """Load one file, or merge several files and directories (``"-"``: stdin)."""
     @staticmethod
     def from_dict(data: Mapping[str, Any], source: Optional[str] = None) -> Topology: ...
     @staticmethod
@@ -274,7 +275,13 @@ class Topology:
     @property
     def source(self) -> Optional[str]: ...
 
-_TopologyArg = Union[Topology, Mapping[str, Any], str, os.PathLike[str]]
+_TopologyArg = Union[
+    Topology,
+    Mapping[str, Any],
+    str,
+    os.PathLike[str],
+    Sequence[Union[str, os.PathLike[str]]],
+]
 
 @final
 class MessageSource:

@@ -17,6 +17,14 @@ def as_topology(obj: Any) -> Topology:
         return Topology.from_dict(obj)
     if isinstance(obj, (str, os.PathLike)):
         return Topology.load(os.fspath(obj))
+    if (
+        isinstance(obj, (list, tuple))
+        and obj
+        and all(isinstance(p, (str, os.PathLike)) for p in obj)
+    ):
+        first, *rest = (os.fspath(p) for p in obj)
+        return Topology.load(first, *rest)
     raise InvalidArgumentError(
-        f"topology must be a path, a dict or a natsbus.Topology, not {type(obj).__name__}"
+        "topology must be a path (or a list of paths), a dict or a natsbus.Topology, "
+        f"not {type(obj).__name__}"
     )

@@ -121,6 +121,183 @@ impl Topology {
         Topology::from_str(&text, format, Some(&source))
     }
 
+    /// Load several files and directories as one topology: a directory
+    /// stands for its `.yaml`/`.yml`/`.json`/`.toml` files (by name), `-`
+    /// reads YAML (or JSON) from stdin. Each file is read as
+    /// [`Topology::load`] reads one; their streams are merged, a stream
+    /// declared in two files is a problem naming both, and the rules that
+    /// span streams (subject overlaps, dead letters) see all of them.
+    pub fn load_many(paths: &[std::path::PathBuf]) -> Result<Topology> {
+        let mut files: Vec<(String, Format, String)> = Vec::new();
+        let mut problems = Vec::new();
+        let unreadable = |file: &str, message: String| Problem {
+            file: Some(file.to_string()),
+            line: None,
+            field: String::new(),
+            message,
+        };
+        for path in paths {
+            let label = path.display().to_string();
+            if label == "-" {
+                let mut text = String::new();
+                match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                    Ok(_) => files.push(("<stdin>".into(), Format::Yaml, text)),
+                    Err(e) => {
+                        problems.push(unreadable("<stdin>", format!("can not read stdin: {e}")))
+                    }
+                }
+                continue;
+            }
+            let mut members: Vec<std::path::PathBuf> = if path.is_dir() {
+                match std::fs::read_dir(path) {
+                    Ok(entries) => entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.is_file() && Format::from_path(p).is_some())
+                        .collect(),
+                    Err(e) => {
+                        problems.push(unreadable(
+                            &label,
+                            format!("can not read the directory: {e}"),
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                vec![path.clone()]
+            };
+            if path.is_dir() && members.is_empty() {
+                problems.push(unreadable(
+                    &label,
+                    "the directory holds no .yaml, .yml, .json or .toml file".into(),
+                ));
+            }
+            members.sort();
+            for file in members {
+                let name = file.display().to_string();
+                let Some(format) = Format::from_path(&file) else {
+                    problems.push(unreadable(
+                        &name,
+                        "unknown file type: use .yaml, .yml, .json or .toml".into(),
+                    ));
+                    continue;
+                };
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => files.push((name, format, text)),
+                    Err(e) => {
+                        problems.push(unreadable(&name, format!("can not read the file: {e}")))
+                    }
+                }
+            }
+        }
+        if files.len() == 1 && problems.is_empty() {
+            let (name, format, text) = files.remove(0);
+            return Topology::from_str(&text, format, Some(&name));
+        }
+        let env = |name: &str| std::env::var(name).ok();
+        let mut merged = Map::new();
+        let mut lines = Lines::new();
+        // stream -> (file, line) where it was declared
+        let mut owner: std::collections::HashMap<String, (String, Option<usize>)> =
+            std::collections::HashMap::new();
+        let mut extra_top = Map::new();
+        for (name, format, text) in &files {
+            let parsed = match parse_text(text, *format, Some(name), &env) {
+                Ok((parsed, found)) => {
+                    problems.extend(found);
+                    parsed
+                }
+                Err(found) => {
+                    problems.extend(found);
+                    continue;
+                }
+            };
+            let (value, file_lines) = match reshape(parsed) {
+                Ok(x) => x,
+                Err(message) => {
+                    problems.push(Problem {
+                        file: Some(name.clone()),
+                        line: Some(1),
+                        field: String::new(),
+                        message,
+                    });
+                    continue;
+                }
+            };
+            let Value::Object(top) = value else { continue };
+            for (key, v) in top {
+                if key != "streams" {
+                    extra_top.insert(key, v);
+                    continue;
+                }
+                let Value::Object(streams) = v else {
+                    problems.push(Problem {
+                        file: Some(name.clone()),
+                        line: file_lines.get("streams").copied(),
+                        field: "streams".into(),
+                        message: "streams must be a mapping of stream name to its config".into(),
+                    });
+                    continue;
+                };
+                for (stream, config) in streams {
+                    let at = format!("streams.{stream}");
+                    let line = file_lines.get(&at).copied();
+                    if let Some((other, other_line)) = owner.get(&stream) {
+                        let there = match other_line {
+                            Some(l) => format!("{other}:{l}"),
+                            None => other.clone(),
+                        };
+                        problems.push(Problem {
+                            file: Some(name.clone()),
+                            line,
+                            field: at,
+                            message: format!(
+                                "stream {stream} is also declared in {there}: declare each stream in one file"
+                            ),
+                        });
+                        continue;
+                    }
+                    for (k, l) in &file_lines {
+                        if k == &at || k.starts_with(&format!("{at}.")) {
+                            lines.insert(k.clone(), *l);
+                        }
+                    }
+                    owner.insert(stream.clone(), (name.clone(), line));
+                    merged.insert(stream, config);
+                }
+            }
+        }
+        let mut top = extra_top;
+        top.insert("streams".into(), Value::Object(merged));
+        let labels: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let source = labels.join(", ");
+        let built = build(
+            Parsed {
+                value: Value::Object(top),
+                lines,
+                duplicate_keys: Vec::new(),
+            },
+            Some(&source),
+            problems,
+        );
+        // A problem of a stream belongs to the file that declares it.
+        built.map_err(|e| {
+            let mut problems: Vec<Problem> = e.problems().to_vec();
+            for p in &mut problems {
+                let stream = p
+                    .field
+                    .strip_prefix("streams.")
+                    .map(|r| r.split('.').next().unwrap_or(r));
+                if let Some((file, _)) = stream.and_then(|s| owner.get(s)) {
+                    if p.file.as_deref() == Some(source.as_str()) {
+                        p.file = Some(file.clone());
+                    }
+                }
+            }
+            problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            Error::topology(problems)
+        })
+    }
+
     /// Parse topology text. `source` names the file in problems.
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str, format: Format, source: Option<&str>) -> Result<Topology> {
@@ -134,48 +311,10 @@ impl Topology {
         source: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Topology> {
-        let problem = |line: Option<usize>, field: &str, message: String| Problem {
-            file: source.map(str::to_string),
-            line,
-            field: field.to_string(),
-            message,
-        };
-        let (text, missing) = source::substitute_env(text, env);
-        let mut problems: Vec<Problem> = missing
-            .into_iter()
-            .map(|(line, name)| {
-                problem(
-                    Some(line),
-                    "",
-                    format!("environment variable {name} is not set: set it, or give a default with ${{{name}:-value}}"),
-                )
-            })
-            .collect();
-        let parsed = match format {
-            Format::Yaml => source::parse_yaml(&text),
-            Format::Json => source::parse_json(&text),
-            Format::Toml => source::parse_toml(&text),
-        };
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                let what = match format {
-                    Format::Yaml => "YAML",
-                    Format::Json => "JSON",
-                    Format::Toml => "TOML",
-                };
-                problems.push(problem(
-                    e.line,
-                    "",
-                    format!("not valid {what}: {}", e.message),
-                ));
-                return Err(Error::topology(problems));
-            }
-        };
-        for (line, path) in &parsed.duplicate_keys {
-            problems.push(problem(Some(*line), path, "given twice: keep one".into()));
+        match parse_text(text, format, source, env) {
+            Ok((parsed, problems)) => build(parsed, source, problems),
+            Err(problems) => Err(Error::topology(problems)),
         }
-        build(parsed, source, problems)
     }
 
     /// Build from an already-parsed tree (a Python dict): same shape, same checks.
@@ -278,6 +417,58 @@ fn reshape(parsed: Parsed) -> std::result::Result<(Value, Lines), String> {
     let mut out = Map::new();
     out.insert("streams".into(), Value::Object(streams));
     Ok((Value::Object(out), lines))
+}
+
+/// Substitute the environment and parse: the tree with the problems found
+/// so far, or only problems when the text does not parse.
+fn parse_text(
+    text: &str,
+    format: Format,
+    source: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<(Parsed, Vec<Problem>), Vec<Problem>> {
+    let problem = |line: Option<usize>, field: &str, message: String| Problem {
+        file: source.map(str::to_string),
+        line,
+        field: field.to_string(),
+        message,
+    };
+    let (text, missing) = source::substitute_env(text, env);
+    let mut problems: Vec<Problem> = missing
+        .into_iter()
+        .map(|(line, name)| {
+            problem(
+                Some(line),
+                "",
+                format!("environment variable {name} is not set: set it, or give a default with ${{{name}:-value}}"),
+            )
+        })
+        .collect();
+    let parsed = match format {
+        Format::Yaml => source::parse_yaml(&text),
+        Format::Json => source::parse_json(&text),
+        Format::Toml => source::parse_toml(&text),
+    };
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let what = match format {
+                Format::Yaml => "YAML",
+                Format::Json => "JSON",
+                Format::Toml => "TOML",
+            };
+            problems.push(problem(
+                e.line,
+                "",
+                format!("not valid {what}: {}", e.message),
+            ));
+            return Err(problems);
+        }
+    };
+    for (line, path) in &parsed.duplicate_keys {
+        problems.push(problem(Some(*line), path, "given twice: keep one".into()));
+    }
+    Ok((parsed, problems))
 }
 
 fn build(parsed: Parsed, source: Option<&str>, mut problems: Vec<Problem>) -> Result<Topology> {

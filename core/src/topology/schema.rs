@@ -332,6 +332,21 @@ pub fn convert_object(
             key.as_str()
         };
         let Some(spec) = field(fields, name) else {
+            // A consumer's field written on its stream (Pulse's `--max-deliver 3`
+            // on `nats stream add`, say): say where it belongs.
+            if field(fields, "retention").is_some()
+                && (field(CONSUMER_FIELDS, key).is_some()
+                    || super::settings::CONSUMER_SETTING_FIELDS.contains(&key.as_str()))
+            {
+                ctx.problem(
+                    &p,
+                    format!(
+                        "{key} is a consumer field, not a stream one: give it on a consumer, \
+                         under this stream's consumers: (e.g. consumers: {{worker: {{{key}: ...}}}})"
+                    ),
+                );
+                continue;
+            }
             let mut names: Vec<&str> = fields.iter().map(|f| f.name).collect();
             names.extend_from_slice(extra);
             ctx.problem(&p, unknown_field_message(key, &names));

@@ -533,7 +533,12 @@ fn plan_create_unchanged_unmanaged() {
     assert!(p.is_pending());
     let text = p.render();
     assert!(text.contains("+ create stream NEW"), "{text}");
-    assert!(text.contains("- unmanaged stream OTHER"), "{text}");
+    assert!(
+        text.contains("- unmanaged: 1 stream and 1 consumer on the server"),
+        "{text}"
+    );
+    let all = p.render_as(&PlanOptions::default(), render::Render::Everything);
+    assert!(all.contains("- unmanaged stream OTHER"), "{all}");
     assert!(
         text.contains("= unchanged consumer ORDERS > worker"),
         "{text}"

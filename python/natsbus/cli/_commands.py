@@ -27,9 +27,17 @@ from ._render import (
 EXIT_UNKNOWN = 3
 
 
-def load_topology(path: str) -> natsbus.Topology:
-    """Load and validate a topology file (raises ``TopologyError``)."""
-    return natsbus.Topology.load(path)
+def load_topology(paths: Any) -> natsbus.Topology:
+    """Load and validate topology files, merged (raises ``TopologyError``)."""
+    if isinstance(paths, str):
+        return natsbus.Topology.load(paths)
+    first, *rest = paths
+    return natsbus.Topology.load(first, *rest)
+
+
+def shown_files(paths: Any) -> str:
+    """The topology argument(s) as the messages name them."""
+    return paths if isinstance(paths, str) else ", ".join(paths)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -42,7 +50,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print_json(
                 {
                     "ok": False,
-                    "file": args.topology,
+                    "file": shown_files(args.topology),
                     "problems": [problem_dict(p) for p in problems],
                 }
             )
@@ -51,20 +59,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(problem)
             n = len(problems)
             sys.stdout.flush()
-            print(f"{args.topology}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+            print(
+                f"{shown_files(args.topology)}: {n} problem{'s' if n != 1 else ''}",
+                file=sys.stderr,
+            )
         return EXIT_ERROR
     if args.json:
         print_json(
             {
                 "ok": True,
-                "file": args.topology,
+                "file": shown_files(args.topology),
                 "streams": topo.streams,
                 "consumers": [f"{s}/{c}" for s, c in topo.consumers],
                 "problems": [],
             }
         )
     else:
-        print(f"{args.topology}: ok ({topology_summary(topo)})")
+        print(f"{shown_files(args.topology)}: ok ({topology_summary(topo)})")
     return EXIT_OK
 
 
@@ -148,7 +159,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ok": True, "error": None, "plan": plan.to_dict()})
     else:
-        print(f"ok: the server matches {args.topology} ({topology_summary(topo)})")
+        print(f"ok: the server matches {shown_files(args.topology)} ({topology_summary(topo)})")
     return EXIT_OK
 
 

@@ -196,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a topology file without a server. Prints every problem as "
         "file:line: field: message.",
     )
-    p.add_argument("topology", metavar="TOPOLOGY")
+    p.add_argument(
+        "topology",
+        metavar="TOPOLOGY",
+        nargs="+",
+        help="topology file(s) or directories (merged), or - for stdin",
+    )
     json_flag(p, "the result")
     p.set_defaults(func=cmd_validate)
 
@@ -207,7 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare a topology with the live server and show what apply would do. "
         "Changes nothing.",
     )
-    p.add_argument("topology", metavar="TOPOLOGY")
+    p.add_argument(
+        "topology",
+        metavar="TOPOLOGY",
+        nargs="+",
+        help="topology file(s) or directories (merged), or - for stdin",
+    )
     p.add_argument(
         "--allow-destructive",
         action="store_true",
@@ -224,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply a topology: create what is missing, update in place what the server "
         "allows, refuse blocked changes (nothing is changed then). Never deletes anything.",
     )
-    p.add_argument("topology", metavar="TOPOLOGY")
+    p.add_argument(
+        "topology",
+        metavar="TOPOLOGY",
+        nargs="+",
+        help="topology file(s) or directories (merged), or - for stdin",
+    )
     p.add_argument(
         "--allow-destructive",
         action="store_true",
@@ -253,7 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 when every stream and consumer of the topology exists on the server "
         "with the declared configuration; otherwise print the differences and exit 1.",
     )
-    p.add_argument("topology", metavar="TOPOLOGY")
+    p.add_argument(
+        "topology",
+        metavar="TOPOLOGY",
+        nargs="+",
+        help="topology file(s) or directories (merged), or - for stdin",
+    )
     json_flag(p, "the result")
     plan_view_flags(p)
     p.set_defaults(func=cmd_verify)
