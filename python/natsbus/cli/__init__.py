@@ -9,6 +9,7 @@
     natsbus status   [TOPOLOGY | STREAM]      streams and consumers with their counters
     natsbus check    [TOPOLOGY] [thresholds]  exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
     natsbus export   [STREAM ...]             live server config as a topology file
+    natsbus import   FILE... [-o FILE]        init scripts and natscli JSON -> a topology file
     natsbus dead-letters STREAM [--redrive]   list or re-drive dead letters
     natsbus server   [--port N] [--store-dir D]   embedded JetStream server for development
 

@@ -313,3 +313,36 @@ async def cmd_dead_letters(args: argparse.Namespace) -> int:
         note = f" ({left} without an original subject left alone)" if left else ""
         print(f"re-drove {len(redriven)} message{'s' if len(redriven) != 1 else ''}{note}")
     return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Scripts and natscli JSON in, one topology file out; exit 1 if anything was not mapped."""
+    from pathlib import Path
+
+    from .._import import import_files, to_yaml
+
+    paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            raise CliError(f"{path}: no such file")
+    imported = import_files(paths)
+    text = (
+        "# Imported by `natsbus import` from "
+        + ", ".join(args.files)
+        + "\n"
+        + to_yaml(imported.topology())
+        + "\n"
+    )
+    problems = list(imported.problems)
+    try:
+        natsbus.Topology.from_text(text, "yaml", args.output or "<imported>")
+    except natsbus.TopologyError as exc:
+        problems += [f"the imported topology: {p}" for p in exc.problems]
+    if args.output:
+        Path(args.output).write_text(text)
+        eprint(f"wrote {args.output} ({len(imported.streams)} streams)")
+    else:
+        sys.stdout.write(text)
+    for problem in problems:
+        eprint(f"warning: {problem}")
+    return EXIT_ERROR if problems else EXIT_OK

@@ -18,6 +18,7 @@ from ._commands import (
     cmd_check,
     cmd_dead_letters,
     cmd_export,
+    cmd_import,
     cmd_plan,
     cmd_status,
     cmd_validate,
@@ -343,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     json_flag(p, "the topology")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="turn nats stream/consumer add scripts and natscli JSON into a topology file",
+        description="Read `nats stream add` / `nats stream update` / `nats consumer add` command "
+        "lines in shell scripts and natscli JSON (stream or consumer configs, `nats stream info "
+        '--json`, `nats consumer info --json`, lists, {"streams": [...]}) and write one '
+        "topology file. Every flag or field that can not be mapped is reported with its file and "
+        "line, and the exit code is 1 then (the file is still written).",
+    )
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
         "dead-letters",
