@@ -94,6 +94,16 @@ def test_natscli_json_in_every_shape(tmp_path: Path) -> None:
     assert topology.consumers == [("ORDERS", "billing")]
 
 
+def test_environment_references_are_kept_for_the_topology_to_substitute(tmp_path: Path) -> None:
+    script = tmp_path / "init.sh"
+    script.write_text('nats stream add R --subjects "r.>" --replicas ${NATS_REPLICAS:-1}\n')
+    out = cli("import", str(script))
+    assert out.returncode == 0, out.stderr
+    assert "replicas: ${NATS_REPLICAS:-1}" in out.stdout
+    topology = natsbus.Topology.from_text(out.stdout, "yaml")
+    assert topology.to_dict()["streams"]["R"]["num_replicas"] == 1
+
+
 def test_a_stream_given_twice_and_unknown_flags_are_reported(tmp_path: Path) -> None:
     script = tmp_path / "init.sh"
     script.write_text(

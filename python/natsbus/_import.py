@@ -401,6 +401,9 @@ def _scalar(v: Any) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v)
     text = str(v)
+    # ${VAR:-default} stays plain, so that after substitution a number reads as one.
+    if re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[A-Za-z0-9_.>*-]*)?\}", text):
+        return text
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", text) and text.lower() not in (
         "true", "false", "yes", "no", "on", "off", "null",
     ):  # fmt: skip
