@@ -48,6 +48,17 @@ async fn api(js: &JetStream, subject: &str, body: &Value) -> Result<Value> {
     js.request::<Value>(subject, body).await
 }
 
+/// How long a create or update may take: placing a replicated stream on a
+/// busy cluster (several at once, in apply's window) can take well over the
+/// 5 s a read gets, and a create that timed out may still happen.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A create or update: [`api`] with [`SEND_TIMEOUT`].
+async fn send(js: &JetStream, subject: &str, body: &Value) -> Result<Value> {
+    js.request_timeout::<Value>(subject, body, SEND_TIMEOUT.max(js.timeout))
+        .await
+}
+
 fn err_code(e: &Error) -> Option<u16> {
     e.api_error().map(|a| a.err_code)
 }
@@ -550,7 +561,7 @@ async fn send_consumer(
             b.insert("action".into(), json!("create"));
         }
     }
-    match api(js, &subject, &body).await {
+    match send(js, &subject, &body).await {
         Ok(_) => Ok(()),
         // 10148: it exists now with another config (create-only).
         Err(e) if create_only && err_code(&e) == Some(10148) => Ok(()),
@@ -574,7 +585,7 @@ async fn send_stream(js: &JetStream, change: &Change) -> Result<()> {
     } else {
         "UPDATE"
     };
-    api(js, &format!("STREAM.{verb}.{}", change.stream), body).await?;
+    send(js, &format!("STREAM.{verb}.{}", change.stream), body).await?;
     Ok(())
 }
 
